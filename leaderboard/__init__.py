@@ -1,0 +1,1 @@
+"""Published (reported) numbers and the tables the demo writes; data, not code."""

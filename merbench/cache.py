@@ -1,0 +1,103 @@
+"""Content-addressed on-disk cache of preprocessed arrays (no pickle).
+
+The key is a SHA-256 of everything that determines the array: the sample id and source facts,
+the step chain (names, versions, full parameters) and the providing plugins' versions. Each
+entry is an ``.npy`` file written atomically beside a JSON sidecar holding its checksum; a
+corrupt or truncated entry is detected on read, dropped and recomputed.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> Path:
+    """MERBENCH_CACHE, else $XDG_CACHE_HOME/merbench, else ~/.cache/merbench."""
+    if os.environ.get("MERBENCH_CACHE"):
+        return Path(os.environ["MERBENCH_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "merbench"
+
+
+def make_key(parts: Any) -> str:
+    blob = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class Cache:
+    """Arrays by key under ``root/arrays/ab/abcdef....npy``."""
+
+    def __init__(self, root: str | os.PathLike | None = None, enabled: bool = True) -> None:
+        self.root = Path(root) if root is not None else default_cache_dir()
+        self.enabled = enabled
+        self.hits = 0
+        self.misses = 0
+
+    def _paths(self, key: str) -> tuple[Path, Path]:
+        folder = self.root / "arrays" / key[:2]
+        return folder / f"{key}.npy", folder / f"{key}.json"
+
+    def get(self, key: str) -> np.ndarray | None:
+        if not self.enabled:
+            return None
+        data_path, meta_path = self._paths(key)
+        if not data_path.exists() or not meta_path.exists():
+            return None
+        try:
+            raw = data_path.read_bytes()
+            meta = json.loads(meta_path.read_text())
+            if hashlib.sha256(raw).hexdigest() != meta["sha256"]:
+                raise ValueError("checksum mismatch")
+            array = np.load(io.BytesIO(raw), allow_pickle=False)
+        except Exception as exc:  # noqa: BLE001 - any damage means: recompute
+            log.warning("cache entry %s is corrupt (%s); recomputing", key[:12], exc)
+            for p in (data_path, meta_path):
+                p.unlink(missing_ok=True)
+            return None
+        return array
+
+    def put(self, key: str, array: np.ndarray, info: dict[str, Any] | None = None) -> None:
+        if not self.enabled:
+            return
+        data_path, meta_path = self._paths(key)
+        data_path.parent.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(array), allow_pickle=False)
+        raw = buf.getvalue()
+        meta = {"sha256": hashlib.sha256(raw).hexdigest(), "shape": list(np.shape(array)),
+                "dtype": str(np.asarray(array).dtype), **(info or {})}
+        _atomic_write(data_path, raw)
+        _atomic_write(meta_path, json.dumps(meta, default=str).encode())
+
+    def get_or_compute(self, parts: Any, compute: Callable[[], np.ndarray],
+                       info: dict[str, Any] | None = None) -> np.ndarray:
+        key = make_key(parts)
+        hit = self.get(key)
+        if hit is not None:
+            self.hits += 1
+            return hit
+        self.misses += 1
+        value = np.asarray(compute())
+        self.put(key, value, info)
+        return value
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

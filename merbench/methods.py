@@ -1,0 +1,135 @@
+"""Methods: a named recipe (steps + model) with parameters that ``--set`` can override."""
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from .base import accepts_any, init_params, jsonable
+from .errors import ConfigError, DataError
+from .types import Clip, MethodSpec
+
+
+def parse_value(text: str) -> Any:
+    """``--set`` values: Python literals (3, 0.1, (1, 1, 4), True, None) or plain strings."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        low = text.lower()
+        if low in {"true", "false"}:
+            return low == "true"
+        return text
+
+
+def check_params(factory: Any, params: Mapping[str, Any], what: str) -> None:
+    if accepts_any(factory):
+        return
+    known = init_params(factory)
+    unknown = [k for k in params if k not in known]
+    if unknown:
+        raise ConfigError(f"{what} has no parameter {unknown[0]!r}",
+                          f"its parameters are: {', '.join(known) or 'none'}")
+
+
+@dataclass
+class Method:
+    """A resolved method: concrete step and model parameters, ready to build per fold."""
+
+    name: str
+    steps: list[tuple[str, dict[str, Any]]]
+    model_name: str
+    model_params: dict[str, Any]
+    description: str = ""
+
+    @classmethod
+    def named(cls, name: str, overrides: Mapping[str, Any]) -> "Method":
+        from .plugins import entry
+
+        spec: MethodSpec = entry("method", name).factory
+        return cls.from_spec(name, spec, overrides)
+
+    @classmethod
+    def from_spec(cls, name: str, spec: MethodSpec, overrides: Mapping[str, Any]) -> "Method":
+        steps = [(s, dict(p)) for s, p in spec.steps]
+        model_params = dict(spec.model[1])
+        step_names = [s for s, _ in steps]
+        for key, value in overrides.items():
+            target, _, param = key.rpartition(".")
+            if isinstance(value, str):
+                value = parse_value(value)
+            if target == "model":
+                model_params[param] = value
+            elif target in step_names:
+                steps[step_names.index(target)][1][param] = value
+            else:
+                raise ConfigError(f"--set {key}: method {name!r} has no part {target or key!r}",
+                                  f"use model.PARAM or one of its steps: "
+                                  f"{', '.join(step_names) or '(none)'}")
+        method = cls(name, steps, spec.model[0], model_params, spec.description)
+        method.validate()
+        return method
+
+    def validate(self) -> None:
+        from .plugins import entry
+
+        for step, params in self.steps:
+            check_params(entry("preprocessor", step).factory, params, f"step {step!r}")
+        check_params(entry("model", self.model_name).factory, self.model_params,
+                     f"model {self.model_name!r}")
+
+    def params(self) -> dict[str, Any]:
+        """All parameters, flattened (``step.param`` / ``model.param``), as recorded on a run."""
+        out = {f"{s}.{k}": jsonable(v) for s, p in self.steps for k, v in sorted(p.items())}
+        out.update({f"model.{k}": jsonable(v) for k, v in sorted(self.model_params.items())})
+        return out
+
+    def build_steps(self) -> list[Any]:
+        from .plugins import entry
+
+        return [entry("preprocessor", s).factory(**p) for s, p in self.steps]
+
+    def step_chain_key(self) -> list[Any]:
+        """What determines the preprocessed array: step names, versions, full parameters."""
+        from .plugins import entry
+
+        chain = []
+        for step in self.build_steps():
+            name = getattr(step, "name", "") or type(step).__name__
+            e_version = "?"
+            for s, _ in self.steps:
+                if entry("preprocessor", s).factory is type(step):
+                    e_version = entry("preprocessor", s).version
+            params = step.get_params() if hasattr(step, "get_params") else {}
+            chain.append([name, getattr(step, "version", "1"), e_version, params])
+        return chain
+
+    def build_model(self, **runtime: Any) -> Any:
+        """A fresh model; runtime values (num_classes, seed, device, ...) are passed only where
+        the model accepts them and the user did not set them."""
+        from .plugins import entry
+
+        factory = entry("model", self.model_name).factory
+        known = init_params(factory)
+        params = dict(self.model_params)
+        for key, value in runtime.items():
+            if (key in known or accepts_any(factory)) and key not in params:
+                params[key] = value
+        return factory(**params)
+
+    def preprocess(self, raw: Any, steps: list[Any] | None = None) -> np.ndarray:
+        """Run the step chain on one raw input (a Clip or an array) to a numeric array."""
+        x = raw
+        for step in steps if steps is not None else self.build_steps():
+            x = step(x)
+        if isinstance(x, Clip):
+            raise DataError(f"method {self.name!r}: its steps end with a Clip, not an array",
+                            "finish the chain with a step that returns an array")
+        return np.asarray(x)
+
+    def key(self) -> str:
+        blob = json.dumps({"name": self.name, "params": self.params()}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -1,0 +1,142 @@
+"""Baselines that need nothing but numpy and scikit-learn.
+
+- ``apex-diff``: the apex - onset grey difference image (motion-aware, appearance cancels);
+- ``apex-frame``: the apex grey frame alone (appearance-only, the control);
+- ``logreg``: standardised multinomial logistic regression;
+- ``chance``: seeded predictions that ignore the input (uniform or by class prior), the floor
+  every table should show.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from merbench import Clip, MethodSpec, Model, Step, hookimpl
+from merbench.errors import DataError
+
+
+def _grey(frame: np.ndarray) -> np.ndarray:
+    import cv2
+
+    f = frame.astype(np.float32)
+    return cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) if f.ndim == 3 else f
+
+
+def _resize(image: np.ndarray, size: int | None) -> np.ndarray:
+    import cv2
+
+    if size is None or image.shape[:2] == (size, size):
+        return image
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def _apex(clip: Clip) -> int:
+    if clip.apex is None:
+        raise DataError(f"{clip.sample_id}: no apex", "annotate it or use an estimated apex")
+    return clip.apex
+
+
+class ApexDiff(Step):
+    """Grey apex frame minus grey onset frame, resized to ``size`` (float32, signed)."""
+
+    name = "apex-diff"
+    version = "1"
+
+    def __init__(self, size: int | None = 32) -> None:
+        self.size = size
+
+    def __call__(self, clip: Clip) -> np.ndarray:
+        frames = clip.frames
+        diff = _grey(frames[_apex(clip)]) - _grey(frames[clip.onset])
+        return _resize(diff, self.size).astype(np.float32)
+
+
+class ApexFrame(Step):
+    """The grey apex frame resized to ``size`` (appearance only: no motion information)."""
+
+    name = "apex-frame"
+    version = "1"
+
+    def __init__(self, size: int | None = 32) -> None:
+        self.size = size
+
+    def __call__(self, clip: Clip) -> np.ndarray:
+        return _resize(_grey(clip.frames[_apex(clip)]), self.size).astype(np.float32)
+
+
+def full_proba(proba: np.ndarray, seen: np.ndarray, num_classes: int) -> np.ndarray:
+    """Spread a classifier's columns (for the classes it saw) over all protocol classes."""
+    out = np.zeros((proba.shape[0], num_classes), dtype=np.float64)
+    out[:, seen] = proba
+    return out
+
+
+class LogReg(Model):
+    """Standardised multinomial logistic regression (scikit-learn, lbfgs)."""
+
+    def __init__(self, num_classes: int = 3, C: float = 0.1, max_iter: int = 1000,
+                 class_weight: str | None = "balanced", seed: int = 0) -> None:
+        self.num_classes = num_classes
+        self.C = C
+        self.max_iter = max_iter
+        self.class_weight = class_weight
+        self.seed = seed
+
+    def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> "LogReg":
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        X = np.asarray(X, dtype=np.float64).reshape(len(X), -1)
+        self.pipeline_ = make_pipeline(
+            StandardScaler(),
+            LogisticRegression(C=self.C, max_iter=self.max_iter, class_weight=self.class_weight,
+                               random_state=self.seed))
+        self.pipeline_.fit(X, y)
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64).reshape(len(X), -1)
+        seen = self.pipeline_[-1].classes_
+        return full_proba(self.pipeline_.predict_proba(X), seen, self.num_classes)
+
+
+class Chance(Model):
+    """Ignores the input: one-hot random labels, uniform or drawn from the training prior."""
+
+    def __init__(self, num_classes: int = 3, strategy: str = "uniform", seed: int = 0) -> None:
+        self.num_classes = num_classes
+        self.strategy = strategy
+        self.seed = seed
+
+    def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> "Chance":
+        counts = np.bincount(np.asarray(y), minlength=self.num_classes).astype(np.float64)
+        self.prior_ = counts / counts.sum() if self.strategy == "prior" else \
+            np.full(self.num_classes, 1.0 / self.num_classes)
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        rng = np.random.default_rng(self.seed)
+        labels = rng.choice(self.num_classes, size=len(X), p=self.prior_)
+        return np.eye(self.num_classes)[labels]
+
+
+@hookimpl
+def register_preprocessors(register):  # type: ignore[no-untyped-def]
+    register("apex-diff", ApexDiff)
+    register("apex-frame", ApexFrame)
+
+
+@hookimpl
+def register_models(register):  # type: ignore[no-untyped-def]
+    register("logreg", LogReg)
+    register("chance", Chance)
+
+
+@hookimpl
+def register_methods(register):  # type: ignore[no-untyped-def]
+    register("diff-logreg", MethodSpec((("apex-diff", {"size": 32}),), ("logreg", {}),
+             "Apex - onset grey difference image + logistic regression (motion baseline)"))
+    register("apex-logreg", MethodSpec((("apex-frame", {"size": 32}),), ("logreg", {}),
+             "Apex frame alone + logistic regression (appearance-only control)"))
+    register("chance", MethodSpec((("apex-frame", {"size": 4}),), ("chance", {}),
+             "Uniform random predictions: the chance floor"))
