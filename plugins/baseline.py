@@ -11,22 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from merbench import Clip, MethodSpec, Model, Step, hookimpl
+from merbench.clips import resize_image, to_grey
 from merbench.errors import DataError
-
-
-def _grey(frame: np.ndarray) -> np.ndarray:
-    import cv2
-
-    f = frame.astype(np.float32)
-    return cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) if f.ndim == 3 else f
-
-
-def _resize(image: np.ndarray, size: int | None) -> np.ndarray:
-    import cv2
-
-    if size is None or image.shape[:2] == (size, size):
-        return image
-    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
 
 
 def _apex(clip: Clip) -> int:
@@ -46,8 +32,8 @@ class ApexDiff(Step):
 
     def __call__(self, clip: Clip) -> np.ndarray:
         frames = clip.frames
-        diff = _grey(frames[_apex(clip)]) - _grey(frames[clip.onset])
-        return _resize(diff, self.size).astype(np.float32)
+        diff = to_grey(frames[_apex(clip)]).astype(np.float32) - to_grey(frames[clip.onset])
+        return resize_image(diff, self.size).astype(np.float32)
 
 
 class ApexFrame(Step):
@@ -60,7 +46,7 @@ class ApexFrame(Step):
         self.size = size
 
     def __call__(self, clip: Clip) -> np.ndarray:
-        return _resize(_grey(clip.frames[_apex(clip)]), self.size).astype(np.float32)
+        return resize_image(to_grey(clip.frames[_apex(clip)]).astype(np.float32), self.size)
 
 
 def full_proba(proba: np.ndarray, seen: np.ndarray, num_classes: int) -> np.ndarray:

@@ -4,7 +4,7 @@
 ``flow-image`` returns the uint8 image STSTNet reads: u, v and strain each min-max scaled to
 0..255 per sample, resized to ``size``. Flow is computed on grey frames (RGB is converted with
 OpenCV's luma weights; grey clips are used as they are). Without an annotated apex the middle
-frame of onset..end is used (:func:`merbench_plugins.face.resolve_apex`), which is logged.
+frame of onset..end is used (:func:`merbench.clips.resolve_apex`), which is logged.
 
 Flow convention (OpenCV's): onset(y, x) ~ apex(y + v, x + u), so a face moving right has u > 0.
 """
@@ -18,7 +18,7 @@ import numpy as np
 from merbench import Clip, Step, hookimpl
 from merbench.errors import ConfigError
 
-from .face import check_size, resize_image, resolve_apex
+from merbench.clips import check_size, resize_image, resolve_apex, to_grey
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +36,6 @@ def optical_strain(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     u_y, u_x = np.gradient(np.asarray(u, dtype=np.float64))
     v_y, v_x = np.gradient(np.asarray(v, dtype=np.float64))
     return np.sqrt(u_x ** 2 + v_y ** 2 + 0.5 * (u_y + v_x) ** 2)
-
-
-def to_grey(frame: np.ndarray) -> np.ndarray:
-    import cv2
-
-    return frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
 
 
 def optical_flow(first: np.ndarray, second: np.ndarray, method: str = "tvl1",

@@ -19,7 +19,7 @@ import numpy as np
 from merbench import Clip, Step, hookimpl
 from merbench.errors import DataError
 
-from .face import check_n_key, check_size, resize_image, span_key_frames
+from merbench.clips import check_n_key, check_size, resize_image, span_key_frames
 
 log = logging.getLogger(__name__)
 

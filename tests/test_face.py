@@ -12,8 +12,9 @@ import merbench
 from merbench import Clip
 from merbench.errors import ConfigError, DataError
 from merbench_plugins import face
-from merbench_plugins.face import (LEFT_EYE, MOUTH, RIGHT_EYE, FaceCrop, KeyFrames, clip_span,
-                                   detect_landmarks, key_frame_indices)
+from merbench.clips import clip_span, key_frame_indices
+from merbench_plugins.face import (LEFT_EYE, MOUTH, RIGHT_EYE, FaceCrop, KeyFrames,
+                                   detect_landmarks)
 
 # Where dlib puts the astronaut's features in skimage.data.astronaut() (512×512), learnt once
 # with detect_landmarks: eye centres (mean of the 6 eye points) and mouth centre (20 points).
