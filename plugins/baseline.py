@@ -11,14 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from merbench import Clip, MethodSpec, Model, Step, hookimpl
-from merbench.clips import resize_image, to_grey
-from merbench.errors import DataError
-
-
-def _apex(clip: Clip) -> int:
-    if clip.apex is None:
-        raise DataError(f"{clip.sample_id}: no apex", "annotate it or use an estimated apex")
-    return clip.apex
+from merbench.clips import resize_image, resolve_apex, to_grey
 
 
 class ApexDiff(Step):
@@ -32,7 +25,7 @@ class ApexDiff(Step):
 
     def __call__(self, clip: Clip) -> np.ndarray:
         frames = clip.frames
-        diff = to_grey(frames[_apex(clip)]).astype(np.float32) - to_grey(frames[clip.onset])
+        diff = to_grey(frames[resolve_apex(clip)[0]]).astype(np.float32) - to_grey(frames[clip.onset])
         return resize_image(diff, self.size).astype(np.float32)
 
 
@@ -46,7 +39,7 @@ class ApexFrame(Step):
         self.size = size
 
     def __call__(self, clip: Clip) -> np.ndarray:
-        return resize_image(to_grey(clip.frames[_apex(clip)]).astype(np.float32), self.size)
+        return resize_image(to_grey(clip.frames[resolve_apex(clip)[0]]).astype(np.float32), self.size)
 
 
 def full_proba(proba: np.ndarray, seen: np.ndarray, num_classes: int) -> np.ndarray:
