@@ -1,0 +1,145 @@
+"""Precomputed inputs (images or .npy arrays) listed in an index CSV, evaluated directly.
+
+Many MEGC2019 papers publish their inputs (e.g. 28x28 optical-flow images) rather than code;
+this dataset lets any protocol run on them. The index CSV has columns ``dataset, subject,
+clip, label, path`` (path relative to the CSV's folder, or absolute), one row per sample::
+
+    dataset,subject,clip,label,path
+    samm,6,006_1_2,0,samm/006_1_2.png
+
+Each sample keeps the dataset/subject/clip id of its row, spelled as the dataset plugins spell
+it (SAMM subject 6 -> 006, SMIC s1 -> s01), so protocol sample lists match. Images are read
+with OpenCV in its BGR order; ``channels`` reorders them (e.g. ``"rgb"``). ``load(sample)``
+returns the H x W x C uint8 image, or the .npy array as stored.
+
+Label spaces: ``native`` (the labels as written) and, when every label is 0/1/2 or
+negative/positive/surprise, ``megc2019`` (0 -> negative, 1 -> positive, 2 -> surprise).
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from merbench import hookimpl
+from merbench.annotations import MEGC2019_CLASSES, clip_id, subject_id
+from merbench.datasets import Dataset
+from merbench.errors import ConfigError, DataError
+from merbench.types import Sample
+from merbench.video import IMAGE_EXTENSIONS
+
+COLUMNS = ("dataset", "subject", "clip", "label", "path")
+
+
+def _index_path(root: Any, index: Any) -> Path:
+    if root is None and index is None:
+        raise ConfigError("folder: no index given",
+                          "pass root= (an index CSV, or a folder holding index.csv) or index=")
+    if root is not None and Path(root).is_file():
+        if index is not None:
+            raise ConfigError("folder: root is already an index CSV; leave index= out")
+        return Path(root)
+    if root is not None and not Path(root).is_dir():
+        raise DataError(f"folder: {root} does not exist",
+                        "pass an index CSV or the folder that holds index.csv")
+    path = Path(index) if index is not None else Path("index.csv")
+    if root is not None and not path.is_absolute():
+        path = Path(root) / path
+    if not path.is_file():
+        raise DataError(f"folder: no index CSV at {path}",
+                        "write index.csv with columns " + ", ".join(COLUMNS))
+    return path
+
+
+def _megc2019(labels: set[str]) -> dict[str, str] | None:
+    if labels <= {"0", "1", "2"}:
+        return {lab: MEGC2019_CLASSES[int(lab)] for lab in labels}
+    if {lab.lower() for lab in labels} <= set(MEGC2019_CLASSES):
+        return {lab: lab.lower() for lab in labels}
+    return None
+
+
+class Folder(Dataset):
+    """Precomputed inputs described by an index CSV (see the module docstring)."""
+
+    name = "folder"
+
+    def __init__(self, root: Any = None, index: Any = None, channels: str = "bgr") -> None:
+        order = str(channels).lower()
+        if sorted(order) != sorted("bgr"):
+            raise ConfigError(f"folder: channels {channels!r} is not an order of b, g, r",
+                              "use bgr (as OpenCV reads) or rgb")
+        self.channels = order
+        self._order = [("bgr").index(c) for c in order]
+        self.index = _index_path(root, index)
+        super().__init__(self._read(), name="folder")
+        labels = {s.label for s in self.samples}
+        megc = _megc2019(labels) if labels else None
+        if megc is not None:
+            self.label_spaces["megc2019"] = dict(megc)
+            self._classes["megc2019"] = list(MEGC2019_CLASSES)
+
+    def _read(self) -> list[Sample]:
+        with open(self.index, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            header = [h.strip().lower() for h in reader.fieldnames or []]
+            missing = [c for c in COLUMNS if c not in header]
+            if missing:
+                raise DataError(f"folder: {self.index} lacks column(s) {', '.join(missing)}",
+                                f"its header must name {', '.join(COLUMNS)}")
+            rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
+                    for row in reader]
+        samples = []
+        for number, row in enumerate(rows, start=2):
+            if not any(row.values()):
+                continue
+            empty = [c for c in COLUMNS if not row.get(c)]
+            if empty:
+                raise DataError(f"folder: {self.index} row {number} has no {empty[0]}",
+                                "fill every column of the index")
+            dataset = row["dataset"].lower()
+            path = Path(row["path"])
+            path = path if path.is_absolute() else self.index.parent / path
+            samples.append(Sample(dataset=dataset, subject=subject_id(dataset, row["subject"]),
+                                  clip=clip_id(dataset, row["clip"]), label=row["label"],
+                                  path=str(path)))
+        if not samples:
+            raise DataError(f"folder: {self.index} lists no samples")
+        return samples
+
+    def datasets(self) -> list[str]:
+        """The dataset names the index holds."""
+        return sorted({s.dataset for s in self.samples})
+
+    def for_dataset(self, name: str) -> list[Sample]:
+        """The index rows of one dataset, so a protocol can take its samples from them."""
+        return [s for s in self.samples if s.dataset == name]
+
+    def load(self, sample: Sample) -> np.ndarray:
+        """The precomputed input: an image (H x W x C uint8, channels as asked) or a .npy array."""
+        path = Path(sample.path)
+        if not path.is_file():
+            raise DataError(f"{sample.id}: input file {path} does not exist",
+                            f"fix its path in {self.index} (paths are relative to its folder)")
+        suffix = path.suffix.lower()
+        if suffix == ".npy":
+            try:
+                return np.load(path, allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise DataError(f"{sample.id}: {path} is not a readable .npy array: {exc}") from exc
+        if suffix not in IMAGE_EXTENSIONS:
+            raise DataError(f"{sample.id}: {path} is neither an image nor a .npy array",
+                            f"use {', '.join(sorted(IMAGE_EXTENSIONS))} or .npy")
+        import cv2
+
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise DataError(f"{sample.id}: image {path} is unreadable or corrupt")
+        return image if self.channels == "bgr" else np.ascontiguousarray(image[..., self._order])
+
+
+@hookimpl
+def register_datasets(register):  # type: ignore[no-untyped-def]
+    register("folder", Folder, description="precomputed inputs (images / .npy) from an index CSV")
