@@ -74,3 +74,16 @@ class Model(Configurable):
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return np.asarray(self.predict_proba(X)).argmax(axis=1)
+
+    def get_state(self) -> dict[str, Any]:
+        """The fitted state as numpy arrays and plain values (saved without pickle by
+        ``merbench train``); models that can be deployed override this and ``set_state``."""
+        from .errors import ConfigError
+
+        raise ConfigError(f"model {type(self).__name__} cannot be saved for deployment",
+                          "its plugin does not implement get_state/set_state")
+
+    def set_state(self, state: dict[str, Any], input_shape: tuple[int, ...]) -> "Model":
+        from .errors import ConfigError
+
+        raise ConfigError(f"model {type(self).__name__} cannot be loaded from a checkpoint")

@@ -296,6 +296,51 @@ def data_errata(name: str, root: str | None, param: tuple[str, ...]) -> None:
         click.echo(e.describe())
 
 
+@cli.command()
+@click.option("--method", "-m", required=True)
+@click.option("--dataset", "-d", required=True)
+@click.option("--data-root", "root", default=None, help="The dataset's release root.")
+@click.option("--labels", default="native", show_default=True, help="Label space.")
+@click.option("--param", multiple=True, metavar="KEY=VALUE", help="Dataset parameter.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE")
+@click.option("--seed", default=0, type=int)
+@click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("-o", "--output", required=True, type=click.Path(), help="Checkpoint file.")
+def train(method: str, dataset: str, root: str | None, labels: str, param: tuple[str, ...],
+          sets: tuple[str, ...], seed: int, device: str, output: str) -> None:
+    """Train METHOD on every sample of a dataset and save a checkpoint for `merbench predict`."""
+    from .deploy import train as do_train
+    from .methods import parse_value
+
+    facts = do_train(method, dataset, root=root, labels=labels, overrides=_pairs(sets, "--set"),
+                     dataset_params={k: parse_value(v) for k, v in _pairs(param, "--param").items()},
+                     seed=seed, device=device, output=output)
+    click.echo(f"wrote {output}: {facts['method']} trained on {facts['trained_on']['samples']} "
+               f"{dataset} samples, labels {', '.join(facts['labels'])}")
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path())
+@click.argument("clip", type=click.Path())
+@click.option("--onset", type=int, default=None, help="Onset frame number (default: first).")
+@click.option("--apex", type=int, default=None, help="Apex frame number (default: middle).")
+@click.option("--offset", type=int, default=None, help="Offset frame number (default: last).")
+@click.option("--json", "as_json", is_flag=True)
+def predict(checkpoint: str, clip: str, onset: int | None, apex: int | None,
+            offset: int | None, as_json: bool) -> None:
+    """Class probabilities for a new CLIP (frames folder or video) from a trained CHECKPOINT."""
+    from .deploy import predict as do_predict
+
+    out = do_predict(checkpoint, clip, onset, apex, offset)
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    click.echo(f"{clip}: {out['prediction']} ({out['method']}; frames {out['onset']}.."
+               f"{out['offset']}, apex {out['apex'] if out['apex'] is not None else 'estimated'})")
+    for c, p in sorted(out["probabilities"].items(), key=lambda kv: -kv[1]):
+        click.echo(f"  {c:>12}: {p:.4f}")
+
+
 def _install_plugin_commands() -> None:
     from .plugins import call_command_hooks
 

@@ -273,6 +273,18 @@ class TorchClassifier(Model):
         return np.concatenate(out) if out else np.zeros((0, self.num_classes), dtype=np.float32)
 
     # -- weights -----------------------------------------------------------------------------
+    def get_state(self) -> dict[str, Any]:
+        if self.module_ is None:
+            raise ConfigError(f"{type(self).__name__} is not fitted")
+        return {name: t.detach().cpu().numpy() for name, t in self.module_.state_dict().items()}
+
+    def set_state(self, state: dict[str, Any], input_shape: tuple[int, ...]) -> "TorchClassifier":
+        import torch
+
+        module = self.init_module(input_shape)
+        module.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in state.items()})
+        return self
+
     def init_module(self, input_shape: tuple[int, ...]) -> Any:
         """Build the module without training (to load published weights)."""
         self.module_ = self.build(self.num_classes, input_shape).to(resolve_device(self.device))

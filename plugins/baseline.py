@@ -78,6 +78,26 @@ class LogReg(Model):
         seen = self.pipeline_[-1].classes_
         return full_proba(self.pipeline_.predict_proba(X), seen, self.num_classes)
 
+    def get_state(self) -> dict[str, np.ndarray]:
+        scaler, lr = self.pipeline_[0], self.pipeline_[-1]
+        return {"mean": scaler.mean_, "scale": scaler.scale_, "coef": lr.coef_,
+                "intercept": lr.intercept_, "classes": lr.classes_}
+
+    def set_state(self, state: dict[str, np.ndarray], input_shape: tuple[int, ...]) -> "LogReg":
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        scaler, lr = StandardScaler(), LogisticRegression()
+        scaler.mean_, scaler.scale_ = np.asarray(state["mean"]), np.asarray(state["scale"])
+        scaler.var_ = scaler.scale_ ** 2
+        scaler.n_features_in_ = len(scaler.mean_)
+        lr.coef_, lr.intercept_ = np.asarray(state["coef"]), np.asarray(state["intercept"])
+        lr.classes_ = np.asarray(state["classes"])
+        lr.n_features_in_ = lr.coef_.shape[1]
+        self.pipeline_ = make_pipeline(scaler, lr)
+        return self
+
 
 class Chance(Model):
     """Ignores the input: one-hot random labels, uniform or drawn from the training prior."""
@@ -91,6 +111,13 @@ class Chance(Model):
         counts = np.bincount(np.asarray(y), minlength=self.num_classes).astype(np.float64)
         self.prior_ = counts / counts.sum() if self.strategy == "prior" else \
             np.full(self.num_classes, 1.0 / self.num_classes)
+        return self
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        return {"prior": self.prior_}
+
+    def set_state(self, state: dict[str, np.ndarray], input_shape: tuple[int, ...]) -> "Chance":
+        self.prior_ = np.asarray(state["prior"])
         return self
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
