@@ -89,11 +89,6 @@ def git_commit() -> str | None:
 
 
 def describe_device(device: str) -> str:
-    if device == "cpu" or "torch" not in sys.modules and device == "auto":
-        try:
-            import torch
-        except ImportError:  # pragma: no cover - torch is a dependency
-            return "cpu"
     import torch
 
     if device in ("auto", "cuda") and torch.cuda.is_available():
@@ -274,26 +269,30 @@ def checkpoint_paths(folds: Sequence[Fold], directory: str | os.PathLike,
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"checkpoints folder {directory} does not exist")
-    files: dict[tuple[str, str], Path] = {}
-    for path in directory.iterdir():
-        if path.suffix.lower() in (".pth", ".pt", ".pkl", ".bin"):
-            files[("*", path.stem)] = path
-    out: dict[int, str] = {}
-    missing = []
+    stems = {p.stem: p for p in sorted(directory.iterdir())
+             if p.suffix.lower() in (".pth", ".pt", ".pkl", ".bin")}
+    subjects: dict[int, tuple[str, str]] = {}
     for fold in folds:
-        subjects = {(samples[i].dataset, samples[i].subject) for i in fold.test}
-        if len(subjects) != 1:
+        found = {(samples[i].dataset, samples[i].subject) for i in fold.test}
+        if len(found) != 1:
             raise CheckpointError(f"fold {fold.name} has no single test subject",
                                   "--checkpoints needs a leave-one-subject-out protocol")
-        dataset, subject = subjects.pop()
-        found = None
-        for (_, stem), path in files.items():
-            if normalise_subject(dataset, stem) == subject:
-                found = path
-        if found is None:
+        subjects[fold.index] = found.pop()
+    spelled = {subject for _, subject in subjects.values()}
+    out: dict[int, str] = {}
+    missing = []
+    for index, (dataset, subject) in subjects.items():
+        # the file named exactly like the subject, else one whose name normalises to it and is
+        # not the exact name of another test subject (s01.pth is SMIC's, not CASME II's sub01)
+        match = stems.get(subject)
+        if match is None:
+            loose = [p for stem, p in stems.items()
+                     if stem not in spelled and normalise_subject(dataset, stem) == subject]
+            match = loose[0] if len(loose) == 1 else None
+        if match is None:
             missing.append(f"{dataset}/{subject}")
         else:
-            out[fold.index] = str(found)
+            out[index] = str(match)
     if missing:
         raise CheckpointError(f"no checkpoint for test subject(s) {', '.join(missing[:6])} in "
                               f"{directory}", "add one file per test subject, named by it "
