@@ -14,6 +14,9 @@ from .errors import ConfigError, DataError
 from .types import Clip, MethodSpec
 
 
+RUNTIME = frozenset({"num_classes", "seed", "device", "progress"})
+
+
 def parse_value(text: str) -> Any:
     """``--set`` values: Python literals (3, 0.1, (1, 1, 4), True, None) or plain strings."""
     try:
@@ -82,9 +85,20 @@ class Method:
                      f"model {self.model_name!r}")
 
     def params(self) -> dict[str, Any]:
-        """All parameters, flattened (``step.param`` / ``model.param``), as recorded on a run."""
-        out = {f"{s}.{k}": jsonable(v) for s, p in self.steps for k, v in sorted(p.items())}
-        out.update({f"model.{k}": jsonable(v) for k, v in sorted(self.model_params.items())})
+        """Every parameter, defaults included, flattened (``step.param`` / ``model.param``), as
+        recorded on a run. Values the runner supplies per fold (num_classes, seed, device,
+        progress) appear only when the method sets them."""
+        from .plugins import entry
+
+        out: dict[str, Any] = {}
+        for step, (name, given) in zip(self.build_steps(), self.steps):
+            values = {**(step.get_params() if hasattr(step, "get_params") else {}), **given}
+            out.update({f"{name}.{k}": jsonable(v) for k, v in sorted(values.items())})
+        factory = entry("model", self.model_name).factory
+        defaults = {k: p.default for k, p in init_params(factory).items()
+                    if p.default is not p.empty and k not in RUNTIME}
+        values = {**defaults, **self.model_params}
+        out.update({f"model.{k}": jsonable(v) for k, v in sorted(values.items())})
         return out
 
     def build_steps(self) -> list[Any]:
@@ -93,19 +107,13 @@ class Method:
         return [entry("preprocessor", s).factory(**p) for s, p in self.steps]
 
     def step_chain_key(self) -> list[Any]:
-        """What determines the preprocessed array: step names, versions, full parameters."""
+        """What determines the preprocessed array: step names, versions, full parameters and
+        the providing plugin's version."""
         from .plugins import entry
 
-        chain = []
-        for step in self.build_steps():
-            name = getattr(step, "name", "") or type(step).__name__
-            e_version = "?"
-            for s, _ in self.steps:
-                if entry("preprocessor", s).factory is type(step):
-                    e_version = entry("preprocessor", s).version
-            params = step.get_params() if hasattr(step, "get_params") else {}
-            chain.append([name, getattr(step, "version", "1"), e_version, params])
-        return chain
+        return [[name, getattr(step, "version", "1"), entry("preprocessor", name).version,
+                 step.get_params() if hasattr(step, "get_params") else {}]
+                for step, (name, _) in zip(self.build_steps(), self.steps)]
 
     def build_model(self, **runtime: Any) -> Any:
         """A fresh model; runtime values (num_classes, seed, device, ...) are passed only where
