@@ -27,7 +27,6 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import cv2
 import numpy as np
 
 from merbench import Clip, MethodSpec, Step, hookimpl
@@ -158,6 +157,8 @@ def grey_volume(clip: Any, where: str = "") -> np.ndarray:
                         f"{frames.dtype} {frames.shape}")
     if frames.ndim == 4:
         t, h, w, _ = frames.shape
+        import cv2
+
         grey = cv2.cvtColor(np.ascontiguousarray(frames).reshape(t * h, w, 3), cv2.COLOR_RGB2GRAY)
         return grey.reshape(t, h, w)
     return np.ascontiguousarray(frames)

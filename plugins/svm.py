@@ -15,9 +15,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.metrics.pairwise import additive_chi2_kernel, chi2_kernel
-from sklearn.preprocessing import StandardScaler
-from sklearn.svm import SVC
 
 from merbench import Model, hookimpl
 from merbench.errors import ConfigError, DataError
@@ -82,6 +79,8 @@ class SVM(Model):
         use_scaler = self.standardize if self.standardize is not None else self.kernel == "linear"
         if use_scaler:
             if fitting:
+                from sklearn.preprocessing import StandardScaler
+
                 self.scaler_ = StandardScaler().fit(X)
             X = self.scaler_.transform(X)
         if self.kernel == "chi2" and X.min(initial=0.0) < 0:
@@ -93,12 +92,16 @@ class SVM(Model):
         """Kernel between ``X`` and the training rows."""
         if self.kernel == "linear":
             return X @ self.train_.T
+        from sklearn.metrics.pairwise import chi2_kernel
+
         return chi2_kernel(X, self.train_, gamma=self.gamma_)
 
     def _train_gram(self, X: np.ndarray) -> np.ndarray:
         """Kernel of the training rows; for χ² the distances also give gamma="auto"."""
         if self.kernel == "linear":
             return X @ X.T
+        from sklearn.metrics.pairwise import additive_chi2_kernel
+
         dist = -additive_chi2_kernel(X)  # Σ (x - y)² / (x + y), the same sum chi2_kernel uses
         if self.gamma == "auto":
             mean = dist[np.triu_indices(len(X), k=1)].mean() if len(X) > 1 else 0.0
@@ -122,7 +125,9 @@ class SVM(Model):
         self.classes_ = np.unique(y)
         self.train_ = X
         gram = self._train_gram(X)
-        self.svc_: SVC | None = None
+        from sklearn.svm import SVC
+
+        self.svc_: Any = None
         if len(self.classes_) > 1:
             # A precomputed Gram matrix: one code path for both kernels, and the χ² distances
             # are computed once (they also give gamma="auto").
