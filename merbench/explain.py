@@ -1,0 +1,123 @@
+"""Model explanations shared by deep-model plugins: Grad-CAM, overlays and heat-map figures.
+
+Grad-CAM (Selvaraju et al. 2017) is a few lines with a forward hook, so it lives here instead of
+the ``grad-cam`` package, whose metadata requires ``opencv-python-headless`` and would install a
+second ``cv2`` over opencv-contrib-python-headless (whose TV-L1 flow merbench needs). Figures are
+drawn on matplotlib's Agg canvas directly (no pyplot state, no display needed).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError
+
+
+def grad_cam(module: Any, layer: Any, x: Any, targets: Sequence[int] | Any | None = None) -> Any:
+    """Grad-CAM maps of ``layer`` for the class scores ``targets`` (default: predicted class).
+
+    ``module`` maps a float NCHW batch ``x`` to logits (N, C); ``layer`` is one of its submodules
+    whose output is an (M, K, h, w) activation map (M may differ from N, e.g. M = crops × N).
+    Returns ``(cams (M, h, w), logits (N, C))``: cam = ReLU(Σ_k mean_hw(∂score/∂A_k) · A_k), in
+    float32 and without autocast. The module is put in eval mode and left there.
+    """
+    import torch
+
+    captured: list[Any] = []
+
+    def hook(_mod: Any, _inp: Any, out: Any) -> None:
+        captured.append(out[0] if isinstance(out, (tuple, list)) else out)
+
+    module.eval()
+    handle = layer.register_forward_hook(hook)
+    try:
+        with torch.enable_grad():
+            x = x.detach().float().requires_grad_(True)  # a graph even when weights are frozen
+            logits = module(x).float()
+            if not captured:
+                raise ConfigError(f"Grad-CAM target layer {type(layer).__name__} was not run by "
+                                  "the model", "pass a submodule on the forward path")
+            acts = captured[-1]
+            if acts.ndim != 4:
+                raise ConfigError(f"Grad-CAM needs an (N, C, h, w) activation map, the target "
+                                  f"layer gives shape {tuple(acts.shape)}",
+                                  "pick a convolutional layer")
+            if targets is None:
+                idx = logits.argmax(1)
+            else:
+                idx = torch.as_tensor(np.asarray(targets), dtype=torch.long, device=logits.device)
+            # samples are independent in eval mode, so one backward of the summed scores gives
+            # every sample's own gradient
+            score = logits.gather(1, idx.view(-1, 1)).sum()
+            grads = torch.autograd.grad(score, acts)[0]
+    finally:
+        handle.remove()
+    weights = grads.float().mean(dim=(2, 3), keepdim=True)
+    cams = torch.relu((weights * acts.float()).sum(dim=1))
+    return cams.detach(), logits.detach()
+
+
+def normalise_maps(maps: Any) -> Any:
+    """Scale each (h, w) map of an (M, h, w) tensor to [0, 1] (min-max; a flat map becomes 0)."""
+    flat = maps.flatten(1)
+    lo = flat.min(dim=1).values.view(-1, 1, 1)
+    hi = flat.max(dim=1).values.view(-1, 1, 1)
+    return (maps - lo) / (hi - lo).clamp_min(1e-12)
+
+
+def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5,
+            cmap: str = "jet") -> np.ndarray:
+    """An H×W×3 uint8 blend of ``image`` (H×W×3 or H×W uint8) and a [0, 1] H×W map coloured
+    with ``cmap``."""
+    from matplotlib import colormaps
+
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    if image.shape[:2] != cam.shape:
+        raise ConfigError(f"overlay: image {image.shape[:2]} and map {cam.shape} differ in size")
+    heat = colormaps[cmap](np.clip(cam, 0.0, 1.0))[..., :3] * 255.0
+    out = (1.0 - alpha) * image.astype(np.float32) + alpha * heat
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def save_rgb(path: str | Path, image: np.ndarray) -> Path:
+    """Write an H×W×3 RGB uint8 image as PNG (parents created)."""
+    import cv2
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR)):
+        raise ConfigError(f"cannot write {path}", "check the output folder is writable")
+    return path
+
+
+def save_matrix_heatmap(path: str | Path, matrix: np.ndarray, labels: Sequence[str],
+                        title: str = "", vmin: float = -1.0, vmax: float = 1.0) -> Path:
+    """A square matrix (e.g. cosine similarities) as an annotated PNG heat map."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    matrix = np.asarray(matrix, dtype=float)
+    n = len(labels)
+    if matrix.shape != (n, n):
+        raise ConfigError(f"heat map: matrix {matrix.shape} does not match {n} labels")
+    fig = Figure(figsize=(1.0 + 0.55 * n, 0.6 + 0.55 * n), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    im = ax.imshow(matrix, cmap="coolwarm", vmin=vmin, vmax=vmax)
+    ax.set_xticks(range(n), labels)
+    ax.set_yticks(range(n), labels)
+    for (i, j), value in np.ndenumerate(matrix):
+        ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
