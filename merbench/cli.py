@@ -341,6 +341,22 @@ def predict(checkpoint: str, clip: str, onset: int | None, apex: int | None,
         click.echo(f"  {c:>12}: {p:.4f}")
 
 
+@cli.command()
+@click.argument("checkpoint", type=click.Path())
+@click.argument("clip", type=click.Path())
+@click.option("-o", "--output", default="explanations", show_default=True, type=click.Path())
+@click.option("--onset", type=int, default=None)
+@click.option("--apex", type=int, default=None)
+@click.option("--offset", type=int, default=None)
+def explain(checkpoint: str, clip: str, output: str, onset: int | None, apex: int | None,
+            offset: int | None) -> None:
+    """Save a trained model's explanations for CLIP as PNG (Grad-CAM overlays, ...)."""
+    from .deploy import explain as do_explain
+
+    for path in do_explain(checkpoint, clip, output, onset, apex, offset):
+        click.echo(f"wrote {path}")
+
+
 def _install_plugin_commands() -> None:
     from .plugins import call_command_hooks
 

@@ -15,6 +15,8 @@ DEMO_METHODS: list[tuple[str, dict[str, Any]]] = [
     ("chance", {}),
     ("apex-logreg", {}),
     ("diff-logreg", {}),
+    ("lbptop-svm", {}),
+    ("lbpsip-svm", {}),
 ]
 DEFAULT_STORE = Path("merbench-results") / "demo.sqlite"
 

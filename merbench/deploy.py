@@ -143,3 +143,20 @@ def predict(checkpoint: str | Path, clip: str | Path, onset: int | None = None,
             "probabilities": {c: float(p) for c, p in zip(labels, proba)},
             "onset": sample.onset, "apex": sample.apex, "offset": sample.offset,
             "apex_estimated": sample.apex_estimated}
+
+
+def explain(checkpoint: str | Path, clip: str | Path, out_dir: str | Path,
+            onset: int | None = None, apex: int | None = None,
+            offset: int | None = None) -> list[Path]:
+    """Save a model's explanations (e.g. CropNet's Grad-CAM overlays and position-embedding
+    similarity) for one new clip as PNG files; models without ``explain`` are refused."""
+    from .video import load_clip
+
+    meth, model, _ = load(checkpoint)
+    if not hasattr(model, "explain"):
+        raise CheckpointError(f"model {meth.model_name!r} offers no explanations",
+                              "use a model with an explain() method, e.g. cropnet")
+    sample = clip_sample(clip, onset, apex, offset)
+    x = meth.preprocess(load_clip(sample))
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    return list(model.explain(x[None], out_dir, names=[Path(clip).stem]))

@@ -300,8 +300,10 @@ class TorchClassifier(Model):
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001
             raise CheckpointError(f"cannot read weights {path}: {exc}") from exc
-        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-            state = state["state_dict"]
+        for wrapper in ("state_dict", "model"):  # common wrappers, incl. our own checkpoints
+            if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+                state = state[wrapper]
+                break
         if not isinstance(state, dict):
             raise CheckpointError(f"{path} does not hold a state dict")
         state = {k.removeprefix("module."): v for k, v in state.items()}
