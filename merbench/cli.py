@@ -130,6 +130,13 @@ def run(protocol: str, method: str, data_root: tuple[str, ...], data_param: tupl
                      workers=workers, store=store, cache_dir=cache_dir, use_cache=not no_cache,
                      quiet=quiet or not sys.stderr.isatty(), dataset_params=dparams,
                      inputs=inputs, checkpoints=checkpoints, skip_bad=skip_bad, rerun=rerun)
+    if isinstance(results, list) and as_json:
+        from .metrics import report_to_dict
+
+        click.echo(json.dumps([{"run": r.run_id, "protocol": r.protocol.label, "method": r.method,
+                                "seed": r.seed, **report_to_dict(r.report)} for r in results],
+                              indent=2))
+        return
     for result in results if isinstance(results, list) else [results]:
         _print_report(result, as_json)
 
@@ -141,15 +148,22 @@ def run(protocol: str, method: str, data_root: tuple[str, ...], data_param: tupl
 @click.option("--truth", type=click.Choice(["file", "protocol"]), default="file",
               show_default=True, help="Where the file has a gt column: score against it, or "
               "against the protocol's official labels.")
+@click.option("--data-root", "data_root", multiple=True, metavar="NAME=DIR",
+              help="Read the ground truth from the datasets (protocols without a sample list).")
 @click.option("--json", "as_json", is_flag=True)
-def score(file: str, protocol: str, partial: bool, truth: str, as_json: bool) -> None:
+def score(file: str, protocol: str, partial: bool, truth: str, data_root: tuple[str, ...],
+          as_json: bool) -> None:
     """Score predictions made elsewhere (CSV or the official MEGC2019 log format)."""
     from .metrics import report_to_dict
     from .protocols import load_protocol
     from .scoring import score_file
 
     proto = load_protocol(protocol)
-    rep = score_file(file, proto, partial=partial, truth_from=truth)
+    ground_truth = None
+    if data_root:
+        ground_truth = {s.id: s.label
+                        for s in proto.load_samples(_pairs(data_root, "--data-root"))}
+    rep = score_file(file, proto, partial=partial, truth_from=truth, ground_truth=ground_truth)
     cov = rep["coverage"]
     if as_json:
         click.echo(json.dumps({"protocol": proto.label, "file": file, **report_to_dict(rep),
@@ -376,6 +390,10 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("Interrupted: finished folds are stored; run the same command to resume.",
                    err=True)
         sys.exit(130)
+    except click.UsageError as exc:  # one line, like every other user error
+        command = exc.ctx.command_path if exc.ctx is not None else "merbench"
+        click.echo(f"Error: {exc.format_message()} (see `{command} --help`)", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

@@ -212,6 +212,7 @@ def run_fold(method: Method, job: FoldJob, X: np.ndarray | str, num_classes: int
     if isinstance(X, str):
         X = _features(X)
     started = time.time()
+    started_at = now()
     seed_everything(job.seed) if "torch" in sys.modules else np.random.seed(job.seed)
     model = method.build_model(num_classes=num_classes, seed=job.seed, device=device,
                                progress=progress)
@@ -237,6 +238,7 @@ def run_fold(method: Method, job: FoldJob, X: np.ndarray | str, num_classes: int
     if getattr(model, "history_", None):
         info["final_loss"] = model.history_[-1].get("loss")
     info["seconds"] = round(time.time() - started, 3)
+    info["started"] = started_at
     return proba, info
 
 
@@ -319,7 +321,6 @@ def run(protocol: str | Protocol, method: str | Method, data_roots: Mapping[str,
     meth = Method.named(method, overrides or {}) if isinstance(method, str) else method
     if overrides and not isinstance(method, str):
         raise ConfigError("pass overrides with a method name, not a Method object")
-    st = store if isinstance(store, Store) else Store(store or DEFAULT_STORE)
     progress = not quiet
 
     datasets: dict[str, Dataset] = {}
@@ -338,10 +339,14 @@ def run(protocol: str | Protocol, method: str | Method, data_roots: Mapping[str,
     by_id = {s.id: s for s in samples}
     ckpts = checkpoint_paths(folds, checkpoints, by_id) if checkpoints else {}
 
-    key_blob = {"protocol": proto.name, "method": meth.name, "params": meth.params(),
+    folds_digest = hashlib.sha256(json.dumps(
+        [list(proto.classes)] + [[f.name, f.train, f.test] for f in folds]).encode()).hexdigest()
+    key_blob = {"protocol": proto.name, "folds": folds_digest, "method": meth.name,
+                "params": meth.params(),
                 "seed": seed, "inputs": inputs, "checkpoints": checkpoints,
                 "dataset_params": dataset_params or {}, "roots": dict(data_roots or {})}
     key = hashlib.sha256(json.dumps(key_blob, sort_keys=True, default=str).encode()).hexdigest()
+    st = store if isinstance(store, Store) else Store(store or DEFAULT_STORE)
     previous = st.latest(key)
     if previous is not None and previous.status == "finished" and not rerun:
         log.info("run %s already finished; returning it (rerun=True runs again)", previous.id)
@@ -417,7 +422,8 @@ def _run_folds(st: Store, run_id: str, proto: Protocol, meth: Method,
         jobs.append(FoldJob(fold, fold_seed(seed, fold.name), tr, te, y, groups,
                             ckpts.get(fold.index)))
 
-    def save(job: FoldJob, started: str, proba: np.ndarray, info: dict[str, Any]) -> None:
+    def save(job: FoldJob, proba: np.ndarray, info: dict[str, Any]) -> None:
+        started = info.pop("started")
         preds = [(kept[k].id, kept[k].label, classes[int(np.argmax(p))],
                   {c: round(float(v), 6) for c, v in zip(classes, p)})
                  for k, p in zip(job.test_idx, proba)]
@@ -428,9 +434,8 @@ def _run_folds(st: Store, run_id: str, proto: Protocol, meth: Method,
     bar = _bar(len(jobs), "folds", progress)
     if workers <= 1 or len(jobs) == 1:
         for job in jobs:
-            started = now()
             proba, info = run_fold(meth, job, X, len(classes), device, progress and workers <= 1)
-            save(job, started, proba, info)
+            save(job, proba, info)
             bar.update(1)
     else:
         with tempfile.TemporaryDirectory(prefix="merbench-") as tmp:
@@ -438,12 +443,11 @@ def _run_folds(st: Store, run_id: str, proto: Protocol, meth: Method,
             np.save(path, X, allow_pickle=False)
             with _pool(workers) as pool:
                 futures = {pool.submit(run_fold, meth, job, path, len(classes), device, False):
-                           (job, now()) for job in jobs}
+                           job for job in jobs}
                 try:
                     for fut in cf.as_completed(futures):
-                        job, started = futures[fut]
                         proba, info = fut.result()
-                        save(job, started, proba, info)
+                        save(futures[fut], proba, info)
                         bar.update(1)
                 except BaseException:
                     for f in futures:

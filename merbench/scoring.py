@@ -29,7 +29,7 @@ class Row:
     line: int
 
 
-def _dataset(name: str, line: int, path: str) -> str:
+def _dataset(name: str) -> str:
     key = name.strip().lower()
     return DATASET_ALIASES.get(key, key)
 
@@ -49,16 +49,21 @@ def _label(value: str, classes: Sequence[str], where: str) -> str:
     return low[value.lower()]
 
 
-def read_megc_log(text: str, classes: Sequence[str], path: str) -> list[Row]:
-    """The official MEGC2019 format: '<dataset> <subject>' opens a fold, then '<clip> <gt> <pred>'."""
+def read_megc_log(text: str, classes: Sequence[str], path: str,
+                  datasets: Sequence[str] = ()) -> list[Row]:
+    """The official MEGC2019 format: '<dataset> <subject>' opens a fold, then '<clip> <gt> <pred>'.
+
+    A two-field line is a fold header only when its first field names a known dataset, so a
+    sample line missing a field is an error with its line number, not a new fold."""
+    known = set(DATASET_ALIASES.values()) | {d.lower() for d in datasets}
     rows: list[Row] = []
     dataset = subject = None
     for n, raw in enumerate(text.splitlines(), 1):
         parts = raw.replace(",", " ").split()
         if not parts:
             continue
-        if len(parts) == 2:
-            dataset, subject = _dataset(parts[0], n, path), parts[1]
+        if len(parts) == 2 and _dataset(parts[0]) in known:
+            dataset, subject = _dataset(parts[0]), parts[1]
             continue
         if len(parts) != 3 or dataset is None:
             raise PredictionsError(f"{path} line {n}: expected '<dataset> <subject>' or "
@@ -86,9 +91,9 @@ def read_csv(text: str, classes: Sequence[str], path: str) -> list[Row]:
             if len(parts) != 3:
                 raise PredictionsError(f"{path} line {n}: id {get('id')!r} is not "
                                        "dataset/subject/clip")
-            sid = normalise_id(_dataset(parts[0], n, path), parts[1], parts[2])
+            sid = normalise_id(_dataset(parts[0]), parts[1], parts[2])
         else:
-            sid = normalise_id(_dataset(get("dataset"), n, path), get("subject"), get("clip"))
+            sid = normalise_id(_dataset(get("dataset")), get("subject"), get("clip"))
         where = f"{path} line {n}"
         gt = _label(get("gt"), classes, where) if get("gt") else None
         rows.append(Row(sid, get("fold") or sid.rsplit("/", 1)[0],
@@ -96,15 +101,17 @@ def read_csv(text: str, classes: Sequence[str], path: str) -> list[Row]:
     return rows
 
 
-def read_predictions(path: str | Path, classes: Sequence[str]) -> list[Row]:
+def read_predictions(path: str | Path, classes: Sequence[str],
+                     datasets: Sequence[str] = ()) -> list[Row]:
     path = Path(path)
     if not path.is_file():
         raise PredictionsError(f"predictions file {path} does not exist")
     text = path.read_text(errors="replace")
     first = next((ln for ln in text.splitlines() if ln.strip()), "")
     header = [c.strip().lower() for c in first.split(",")]
-    rows = read_csv(text, classes, str(path)) if "pred" in header else \
-        read_megc_log(text, classes, str(path))
+    is_csv = "," in first and bool({"pred", "id", "dataset", "subject", "clip", "gt"} & set(header))
+    rows = read_csv(text, classes, str(path)) if is_csv else \
+        read_megc_log(text, classes, str(path), datasets)
     if not rows:
         raise PredictionsError(f"{path}: no predictions found")
     seen: dict[str, int] = {}
@@ -128,7 +135,7 @@ def score_file(path: str | Path, proto: Protocol, partial: bool = False,
     if truth_from not in ("file", "protocol"):
         raise PredictionsError(f"truth_from must be 'file' or 'protocol', not {truth_from!r}")
     classes = list(proto.classes)
-    rows = read_predictions(path, classes)
+    rows = read_predictions(path, classes, [d.name for d in proto.datasets])
     truth = ground_truth if ground_truth is not None else proto.ground_truth()
     if truth is None:
         missing_gt = [r.sample_id for r in rows if r.gt is None]

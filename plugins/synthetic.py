@@ -125,7 +125,8 @@ class Synthetic(Dataset):
                 for k in range(1, clips_per_class + 1):
                     rng = _rng(seed, "timing", s, label, k)
                     onset = int(rng.integers(2, 6))
-                    apex = onset + int(rng.integers(6, 12))  # 30-60 ms at 200 fps
+                    # rise 30-55 ms and decay 40-75 ms at 200 fps, kept inside short clips
+                    apex = min(onset + int(rng.integers(6, 12)), frames - 3)
                     offset = min(frames - 1, apex + int(rng.integers(8, 16)))
                     samples.append(Sample("synthetic", f"s{s:02d}", f"{label[:3]}_{k:02d}", label,
                                           onset, apex, offset, path="",
