@@ -7,8 +7,8 @@ each class is a localized deformation of sub-pixel to ~2 px around the brows, no
 corners that rises from onset to apex and decays to offset (200 fps timing); every frame adds
 head jitter, illumination flicker and sensor noise. Appearance alone therefore says little about
 the class, while onset -> apex motion says a lot: a motion-aware method clearly beats an
-appearance-only one (at the defaults, LOSO UF1 about 0.81 for apex - onset differences against
-0.63 for the apex frame alone, with chance at 1/3; see `merbench demo`).
+appearance-only one (at the defaults, LOSO UF1 about 0.78 for apex - onset differences against
+0.59 for the apex frame alone, with chance at 1/3; see `merbench demo`).
 """
 from __future__ import annotations
 
