@@ -331,3 +331,37 @@ def test_mmew_counts(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="mmew: no Micro_Expression/"):
         merbench.dataset("mmew", root=str(root / "Micro_Expression"), annotation=str(
             root / "MMEW_Micro_Exp_delete_others.csv"))
+
+
+# ----------------------------------------------------------------------------- the data CLI
+
+def test_cli_data_summary_errata_and_check(casme2_root: Path, samm_root: Path, smic_root: Path,
+                                           cli) -> None:
+    import json
+
+    res = cli("data", "summary", "casme2", "--root", casme2_root, "--labels", "5class", "--json")
+    assert res.code == 0, res.err
+    assert json.loads(res.out) == {"samples": 246, "subjects": 26, "classes": {
+        "happiness": 32, "surprise": 25, "disgust": 63, "repression": 27, "others": 99}}
+
+    res = cli("data", "summary", "--protocol", "megc2019-composite", "--json",
+              "--data-root", f"casme2={casme2_root}", "--data-root", f"samm={samm_root}",
+              "--data-root", f"smic={smic_root}")
+    assert res.code == 0, res.err
+    summary = json.loads(res.out)
+    assert (summary["samples"], summary["subjects"]) == (442, 68)
+    assert summary["classes"] == {"negative": 250, "positive": 109, "surprise": 83}
+    assert summary["datasets"]["samm"] == {"samples": 133, "subjects": 28, "classes": {
+        "negative": 92, "positive": 26, "surprise": 15}}
+
+    res = cli("data", "errata", "casme2", "--root", casme2_root)
+    assert res.code == 0 and "casme2/sub04/EP12_01f: apex '/' -> 294" in res.out
+
+    # the tree holds only the onset, apex and offset frames: every clip misses frames
+    res = cli("data", "check", "casme2", "--root", casme2_root)
+    assert res.code != 0
+    assert "problem: casme2/sub01/EP02_01f" in res.out
+    assert len(res.err.strip().splitlines()) == 1 and "problem(s) found" in res.err
+
+    res = cli("data", "summary", "casme2", "--root", casme2_root / "CASME2_RAW_selected")
+    assert res.code != 0 and "CASME2-coding" in res.err and len(res.err.strip().splitlines()) == 1
