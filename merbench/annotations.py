@@ -438,6 +438,20 @@ def make_sample(name: str, record: Record, subject: str, clip: str, label: str, 
                   path=str(path), meta=tuple(extra))
 
 
+def release_samples(name: str, records: Sequence[Record], errata: Sequence[Erratum],
+                    base: Path, template: str) -> tuple[list[Sample], tuple[Erratum, ...]]:
+    """Samples of a release whose rows name subject and clip and whose frames live at
+    ``template`` (subject, clip): errata applied by sample id, labels from ``emotion``."""
+    records, applied = apply_errata(records, errata,
+                                    lambda r: sample_id(name, r["subject"], r["clip"]))
+    samples = []
+    for r in records:
+        subject, clip = subject_id(name, r["subject"]), clip_id(name, r["clip"])
+        samples.append(make_sample(name, r, subject, clip, native_label(r["emotion"]),
+                                   base / template.format(subject=subject, clip=clip)))
+    return samples, applied
+
+
 def open_release(name: str, root: Any, *, patterns: Sequence[str], expected: str,
                  layouts: Sequence[str], fields: Iterable[str],
                  columns: Mapping[str, Sequence[str]],

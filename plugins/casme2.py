@@ -22,9 +22,8 @@ from __future__ import annotations
 from typing import Any
 
 from merbench import hookimpl
-from merbench.annotations import (MEGC2019_CLASSES, ReleaseDataset, apply_errata, clip_id,
-                                  make_sample, megc2019_space, native_label, open_release,
-                                  sample_id, subject_id, subset_space)
+from merbench.annotations import (MEGC2019_CLASSES, ReleaseDataset, megc2019_space,
+                                  open_release, release_samples, subset_space)
 from merbench.datasets import Erratum
 from merbench.errors import ConfigError
 
@@ -56,13 +55,7 @@ def CASME2(root: Any, variant: str = "raw", layout: str | None = None,
         layouts=(LAYOUTS[variant],), fields=("subject", "clip"), columns=COLUMNS,
         annotation=annotation, layout=layout, require_frames=require_frames,
         optional=("objective", "au"))
-    records, applied = apply_errata(records, ERRATA,
-                                    lambda r: sample_id(NAME, r["subject"], r["clip"]))
-    samples = []
-    for r in records:
-        subject, clip = subject_id(NAME, r["subject"]), clip_id(NAME, r["clip"])
-        samples.append(make_sample(NAME, r, subject, clip, native_label(r["emotion"]),
-                                   base / template.format(subject=subject, clip=clip)))
+    samples, applied = release_samples(NAME, records, ERRATA, base, template)
     labels = sorted({s.label for s in samples})
     return ReleaseDataset(
         samples, NAME, errata=applied, root=base, layout=template, annotation=path,
