@@ -49,10 +49,15 @@ def make_optimizer(name: str, params: Any, lr: float, weight_decay: float) -> An
     import torch
 
     name = name.lower()
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name in ("adam", "adamw"):
+        # fused kernels: the same update (to ~1e-6) at a fraction of the per-step cost, which
+        # dominates small-batch training on a CPU
+        cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+        params = list(params)
+        try:
+            return cls(params, lr=lr, weight_decay=weight_decay, fused=True)
+        except (RuntimeError, TypeError):  # a device or dtype without fused support
+            return cls(params, lr=lr, weight_decay=weight_decay)
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
     if name == "adamp":

@@ -32,6 +32,18 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture()
+def one_torch_thread() -> Iterator[None]:
+    """Deep-model tests run on one torch thread: on a shared 2-core machine more threads make
+    tiny models slower, not faster."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture()
 def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Run in tmp_path, so CLI defaults (merbench-results/...) land there."""
     monkeypatch.chdir(tmp_path)

@@ -20,12 +20,7 @@ from merbench_plugins import cropnet as cn
 SMALL = {"size": 64, "crop": 32, "trunk": "test_convnext", "feature_dim": 32, "device": "cpu"}
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def synth_ars(n: int, seed: int, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
