@@ -74,7 +74,10 @@ def reproduced(store: Store, protocol: str | None = None) -> list[dict[str, Any]
             for d, s in r.report.get("per_dataset", {}).items():
                 per_dataset.setdefault(d, []).append(s)
         first = next(iter(by_seed.values()))
-        label = method if variants[(proto_label, method)] == 1 else f"{method} [{phash}]"
+        changed = _changed_params(method, first.params)
+        label = f"{method} ({changed})" if changed else method
+        if variants[(proto_label, method)] > 1 and not changed:
+            label = f"{method} [{phash}]"
         if not first.info.get("trained", True):
             label += " (published weights)"
         rows.append({
@@ -90,6 +93,17 @@ def reproduced(store: Store, protocol: str | None = None) -> list[dict[str, Any]
             "citation": "", "note": "",
         })
     return rows
+
+
+def _changed_params(method: str, params: dict[str, Any]) -> str:
+    """The parameters a run set away from the method's defaults, e.g. ``model.epochs=100``."""
+    from .methods import Method
+
+    try:
+        defaults = Method.named(method, {}).params()
+    except Exception:  # noqa: BLE001 - a method no longer installed: show no difference
+        return ""
+    return ", ".join(f"{k}={v}" for k, v in sorted(params.items()) if defaults.get(k) != v)
 
 
 def leaderboard_rows(store: Store | None, protocol: str | None = None,
