@@ -1,5 +1,6 @@
-"""`merbench run --inputs INDEX --checkpoints DIR`: per-fold published weights, evaluated
-without training, and STSTNet LOSO on precomputed flow images."""
+"""Precomputed inputs (`merbench run --inputs INDEX`): STSTNet LOSO on flow images, per-fold
+published weights evaluated without training (`--checkpoints DIR`), unusable samples skipped
+only with `--skip-bad` and recorded on the run."""
 from __future__ import annotations
 
 import csv
@@ -94,3 +95,18 @@ def test_checkpoint_that_does_not_fit_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"fc\.weight"):
         merbench.run(protocol="synthetic-loso", method="ststnet", inputs=str(index),
                      checkpoints=str(weights), store=str(tmp_path / "s.sqlite"))
+
+
+def test_unusable_samples_are_skipped_only_when_allowed(tmp_path: Path) -> None:
+    from merbench.errors import DataError
+
+    index = write_index(tmp_path)
+    (tmp_path / "s02_pos_1.npy").write_bytes(b"not an array")
+    kwargs = dict(protocol="synthetic-loso", method="ststnet", inputs=str(index),
+                  overrides={**FAST, "model.epochs": 2}, cache_dir=str(tmp_path / "c"))
+    with pytest.raises(DataError, match="synthetic/s02/pos_01"):
+        merbench.run(store=str(tmp_path / "a.sqlite"), **kwargs)
+    result = merbench.run(store=str(tmp_path / "b.sqlite"), skip_bad=True, **kwargs)
+    assert list(result.info["skipped"]) == ["synthetic/s02/pos_01"]
+    assert len(result.predictions) == 35
+    assert "synthetic/s02/pos_01" not in {p.sample_id for p in result.predictions}
