@@ -237,11 +237,14 @@ def data_check(name: str, root: str | None, param: tuple[str, ...]) -> None:
     """Validate an installation: missing clips or frames, apex outside onset..offset, duplicates,
     unreadable frames. Exits non-zero when something would corrupt a benchmark."""
     ds = _open(name, root, param)
+    from .runner import progress_bar
+
     problems = []
-    with click.progressbar(ds.samples, label=f"checking {name}",
-                           file=sys.stderr if sys.stderr.isatty() else open("/dev/null", "w")) as bar:
-        for s in bar:
-            problems.extend(ds.check(s))
+    bar = progress_bar(len(ds.samples), f"checking {name}", sys.stderr.isatty())
+    for s in ds.samples:
+        problems.extend(ds.check(s))
+        bar.update(1)
+    bar.close()
     click.echo(f"{name}: {len(ds.samples)} samples, {len(ds.subjects())} subjects, "
                f"{len(getattr(ds, 'errata', ()))} errata applied")
     for p in problems:

@@ -145,7 +145,7 @@ def preprocess(method: Method, datasets: Mapping[str, Dataset], samples: Sequenc
     chunks = [samples[i::max(workers, 1) * 4] for i in range(max(workers, 1) * 4)]
     chunks = [c for c in chunks if c]
     results: dict[str, tuple[np.ndarray | None, str | None]] = {}
-    bar = _bar(len(samples), "preprocess", progress)
+    bar = progress_bar(len(samples), "preprocess", progress)
     if workers <= 1 or len(samples) < 8:
         for chunk in chunks:
             for sid, x, err in _preprocess_chunk(method, datasets, chunk, cache_root, use_cache,
@@ -257,7 +257,8 @@ class _NoBar:
         pass
 
 
-def _bar(total: int, desc: str, progress: bool) -> Any:
+def progress_bar(total: int, desc: str, progress: bool) -> Any:
+    """A tqdm bar on a terminal when asked for, else a no-op with the same methods."""
     if not progress or not sys.stderr.isatty():
         return _NoBar()
     from tqdm import tqdm
@@ -431,7 +432,7 @@ def _run_folds(st: Store, run_id: str, proto: Protocol, meth: Method,
         if on_fold is not None:
             on_fold(job.fold.name, job.fold.index, len(jobs))
 
-    bar = _bar(len(jobs), "folds", progress)
+    bar = progress_bar(len(jobs), "folds", progress)
     if workers <= 1 or len(jobs) == 1:
         for job in jobs:
             proba, info = run_fold(meth, job, X, len(classes), device, progress and workers <= 1)
