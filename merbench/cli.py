@@ -85,8 +85,11 @@ def _echo_scores(rep: dict[str, Any], title: str) -> None:
                      f"{fm['uar']['mean']:.4f} ± {fm['uar']['std']:.4f}",
                      f"{fm['accuracy']['mean']:.4f} ± {fm['accuracy']['std']:.4f}"])
     click.echo(tabulate(rows, headers=["", "n", "UF1", "UAR", "accuracy"], tablefmt="simple"))
-    if p.undefined:
-        click.echo(f"undefined (no true sample of the class): {p.undefined}")
+    reasons = {"recall": "no true sample", "precision": "never predicted",
+               "f1": "neither true nor predicted"}
+    for kind, classes in p.undefined.items():
+        click.echo(f"undefined {kind} ({reasons[kind]}; left out of its mean): "
+                   f"{', '.join(classes)}")
 
 
 @cli.command()
@@ -192,6 +195,8 @@ def leaderboard(protocol: str | None, fmt: str, output: str | None, store: str |
     from .store import DEFAULT_STORE, Store
 
     path = Path(store) if store else DEFAULT_STORE
+    if store and not path.exists():
+        raise MerbenchError(f"results store {path} does not exist", "check the --store path")
     st = Store(path) if path.exists() else None
     text = render(leaderboard_rows(st, protocol, not no_published), fmt)
     if output:

@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import ConfigError, DataError
 from .protocols import load_protocol
-from .runner import result_from_store
+from .runner import stored_report
 from .store import Store
 
 FORMATS = ("md", "csv", "latex", "json", "html")
@@ -59,7 +59,8 @@ def reproduced(store: Store, protocol: str | None = None) -> list[dict[str, Any]
             continue
         blob = json.dumps({"p": rec.params, "i": rec.info.get("inputs"),
                            "c": rec.info.get("checkpoints"),
-                           "d": rec.info.get("dataset_params")}, sort_keys=True)
+                           "d": rec.info.get("dataset_params"),
+                           "s": rec.info.get("skip_bad", False)}, sort_keys=True)
         key = (rec.protocol, rec.method, hashlib.sha256(blob.encode()).hexdigest()[:8])
         groups.setdefault(key, {})[rec.seed] = rec  # later runs of a seed replace earlier ones
     rows = []
@@ -67,11 +68,11 @@ def reproduced(store: Store, protocol: str | None = None) -> list[dict[str, Any]
     for (proto_label, method, _), _seeds in groups.items():
         variants[(proto_label, method)] = variants.get((proto_label, method), 0) + 1
     for (proto_label, method, phash), by_seed in sorted(groups.items()):
-        results = [result_from_store(store, rec.id) for rec in by_seed.values()]
-        pooled = [r.report["pooled"] for r in results]
+        reports = [stored_report(store, rec)[0] for rec in by_seed.values()]
+        pooled = [r["pooled"] for r in reports]
         per_dataset: dict[str, Any] = {}
-        for r in results:
-            for d, s in r.report.get("per_dataset", {}).items():
+        for r in reports:
+            for d, s in r.get("per_dataset", {}).items():
                 per_dataset.setdefault(d, []).append(s)
         first = next(iter(by_seed.values()))
         changed = _changed_params(method, first.params)
@@ -80,6 +81,9 @@ def reproduced(store: Store, protocol: str | None = None) -> list[dict[str, Any]
             label = f"{method} [{phash}]"
         if not first.info.get("trained", True):
             label += " (published weights)"
+        skipped = max(len(rec.info.get("skipped") or {}) for rec in by_seed.values())
+        if skipped:
+            label += f" ({skipped} samples skipped)"
         rows.append({
             "protocol": proto_label, "method": label, "source": "reproduced",
             "seeds": sorted(by_seed),
@@ -88,7 +92,7 @@ def reproduced(store: Store, protocol: str | None = None) -> list[dict[str, Any]
             "per_dataset": {d: {"UF1": _mean_std([s.uf1 for s in ss]),
                                 "UAR": _mean_std([s.uar for s in ss])}
                             for d, ss in sorted(per_dataset.items())},
-            "fold_mean_std": results[-1].report["fold_mean_std"],
+            "fold_mean_std": reports[-1]["fold_mean_std"],
             "runs": [rec.id for rec in by_seed.values()], "params": first.params,
             "citation": "", "note": "",
         })

@@ -14,7 +14,9 @@ from .errors import ConfigError, DataError
 from .types import Clip, MethodSpec
 
 
-RUNTIME = frozenset({"num_classes", "seed", "device", "progress"})
+# Model parameters the runner supplies per fold: the protocol fixes num_classes, --seed and the
+# fold fix seed, --device the device; checkpoint is a per-run, per-fold training-state file.
+RUNTIME = frozenset({"num_classes", "seed", "device", "progress", "checkpoint"})
 
 
 def parse_value(text: str) -> Any:
@@ -64,6 +66,9 @@ class Method:
             target, _, param = key.rpartition(".")
             if isinstance(value, str):
                 value = parse_value(value)
+            if target == "model" and param in RUNTIME:
+                raise ConfigError(f"--set {key}: model.{param} is set by the runner",
+                                  "use --seed / --device; the protocol fixes the classes")
             if target == "model":
                 model_params[param] = value
             elif target in step_names:
@@ -91,8 +96,7 @@ class Method:
         from .plugins import entry
 
         out: dict[str, Any] = {}
-        for step, (name, given) in zip(self.build_steps(), self.steps):
-            values = {**(step.get_params() if hasattr(step, "get_params") else {}), **given}
+        for name, values in self._step_params():
             out.update({f"{name}.{k}": jsonable(v) for k, v in sorted(values.items())})
         factory = entry("model", self.model_name).factory
         defaults = {k: p.default for k, p in init_params(factory).items()
@@ -106,14 +110,19 @@ class Method:
 
         return [entry("preprocessor", s).factory(**p) for s, p in self.steps]
 
+    def _step_params(self) -> list[tuple[str, dict[str, Any]]]:
+        """Each step's full parameters: what it reports, completed by what the recipe gave."""
+        return [(name, {**(step.get_params() if hasattr(step, "get_params") else {}), **given})
+                for step, (name, given) in zip(self.build_steps(), self.steps)]
+
     def step_chain_key(self) -> list[Any]:
         """What determines the preprocessed array: step names, versions, full parameters and
         the providing plugin's version."""
         from .plugins import entry
 
-        return [[name, getattr(step, "version", "1"), entry("preprocessor", name).version,
-                 step.get_params() if hasattr(step, "get_params") else {}]
-                for step, (name, _) in zip(self.build_steps(), self.steps)]
+        versions = [getattr(s, "version", "1") for s in self.build_steps()]
+        return [[name, version, entry("preprocessor", name).version, jsonable(params)]
+                for (name, params), version in zip(self._step_params(), versions)]
 
     def build_model(self, **runtime: Any) -> Any:
         """A fresh model; runtime values (num_classes, seed, device, ...) are passed only where

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import sys
 import threading
+import types
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -115,12 +117,28 @@ def registry() -> dict[str, dict[str, Entry]]:
     return _registry
 
 
+_runtime: dict[str, str] = {}  # plugin name -> importable module, for worker processes
+
+
 def register_plugin(module: Any, name: str | None = None) -> None:
-    """Register a plugin object at run time (tests, notebooks); rebuilds the registries."""
+    """Register a plugin object at run time (tests, notebooks); rebuilds the registries.
+
+    Worker processes (``--workers``) re-register it by importing its module, so a plugin that
+    must work there is an importable module, not an object made in ``__main__``."""
     global _registry
     pm = plugin_manager()
-    pm.register(module, name=name)
+    if name is not None and pm.get_plugin(name) is not None:
+        return  # already registered (e.g. a worker re-registering)
+    registered = pm.register(module, name=name)
+    modname = getattr(module, "__name__", "")
+    if isinstance(module, types.ModuleType) and modname not in ("", "__main__") and \
+            modname in sys.modules:
+        _runtime[registered or modname] = modname
     _registry = None
+
+
+def runtime_plugin_modules() -> dict[str, str]:
+    return dict(_runtime)
 
 
 def unregister_plugin(name: str) -> None:
@@ -129,6 +147,7 @@ def unregister_plugin(name: str) -> None:
     plugin = pm.get_plugin(name)
     if plugin is not None:
         pm.unregister(plugin)
+    _runtime.pop(name, None)
     _registry = None
 
 

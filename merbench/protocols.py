@@ -8,6 +8,7 @@ identity). Folds are deterministic: they depend on the protocol file and the sam
 from __future__ import annotations
 
 import csv
+import dataclasses
 import importlib.resources
 import os
 import re
@@ -90,6 +91,24 @@ class Protocol:
         return dict(self.sample_list) if self.sample_list is not None else None
 
     # -- samples ----------------------------------------------------------------------------
+    def open_datasets(self, data_roots: Mapping[str, str] | None = None,
+                      dataset_params: Mapping[str, Mapping[str, Any]] | None = None
+                      ) -> dict[str, Any]:
+        """Open each of the protocol's datasets (its root from ``data_roots``, its parameters
+        from the protocol file, then ``dataset_params``)."""
+        from . import dataset as open_dataset
+
+        out = {}
+        for ref in self.datasets:
+            params = {**ref.params, **(dataset_params or {}).get(ref.name, {})}
+            root = (data_roots or {}).get(ref.name)
+            if root is None and _needs_root(ref.name):
+                raise DataError(f"protocol {self.name} needs dataset {ref.name!r} but no data "
+                                f"root was given", f"pass --data-root {ref.name}=/path/to/release")
+            out[ref.name] = open_dataset(ref.name, root=root, **params) if root is not None \
+                else open_dataset(ref.name, **params)
+        return out
+
     def load_samples(self, data_roots: Mapping[str, str] | None = None,
                      dataset_params: Mapping[str, Mapping[str, Any]] | None = None,
                      datasets: Mapping[str, Any] | None = None) -> list[Sample]:
@@ -97,24 +116,14 @@ class Protocol:
 
         ``datasets`` may hand in opened Dataset objects (e.g. precomputed ``--inputs``).
         """
-        from . import dataset as open_dataset
-
-        data_roots = dict(data_roots or {})
+        opened = dict(datasets or {})
+        missing = [r for r in self.datasets if r.name not in opened]
+        if missing:
+            opened.update(Protocol.open_datasets(
+                dataclasses.replace(self, datasets=tuple(missing)), data_roots, dataset_params))
         samples: list[Sample] = []
         for ref in self.datasets:
-            if datasets and ref.name in datasets:
-                ds = datasets[ref.name]
-            else:
-                params = {**ref.params, **(dataset_params or {}).get(ref.name, {})}
-                root = data_roots.get(ref.name)
-                needs_root = _needs_root(ref.name)
-                if root is None and needs_root:
-                    raise DataError(f"protocol {self.name} needs dataset {ref.name!r} but no data "
-                                    f"root was given",
-                                    f"pass --data-root {ref.name}=/path/to/release")
-                ds = open_dataset(ref.name, root=root, **params) if root is not None \
-                    else open_dataset(ref.name, **params)
-            samples.extend(ds.labelled(ref.labels) if hasattr(ds, "labelled") else ds)
+            samples.extend(opened[ref.name].labelled(ref.labels))
         return self.select(samples)
 
     def select(self, samples: Sequence[Sample]) -> list[Sample]:
@@ -219,6 +228,9 @@ def _read_sample_list(path: Path, classes: Sequence[str]) -> tuple[tuple[str, st
         for row in reader:
             label = row["label"].strip()
             if label.isdigit():
+                if int(label) >= len(classes):
+                    raise ProtocolError(f"{path}: class index {label} is outside the protocol's "
+                                        f"{len(classes)} classes {list(classes)}")
                 label = classes[int(label)]
             rows.append((normalise_id(row["dataset"], row["subject"], row["clip"]), label))
     dupes = [i for i, n in Counter(r[0] for r in rows).items() if n > 1]
@@ -265,8 +277,9 @@ def load_protocol(name: str | os.PathLike) -> Protocol:
                      split_seed=int(data.get("split_seed", 0)), source=str(path))
     if kind == "cross-dataset":
         names = [r.name for r in refs]
-        if proto.train not in names or proto.test not in names:
-            raise ProtocolError(f"{path}: train/test must name datasets of the protocol {names}")
+        if proto.train not in names or proto.test not in names or proto.train == proto.test:
+            raise ProtocolError(f"{path}: train and test must name two different datasets of the "
+                                f"protocol {names}")
     if kind == "holdout" and proto.split not in ("subject", "sample"):
         raise ProtocolError(f"{path}: split must be 'subject' or 'sample'")
     return proto

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import hashlib
+import importlib.metadata
 import json
 import logging
 import multiprocessing
@@ -68,8 +69,11 @@ def versions() -> dict[str, Any]:
 
     out: dict[str, Any] = {"merbench": __version__, "python": platform.python_version(),
                            "numpy": np.__version__, "plugins": plugin_versions()}
-    if "torch" in sys.modules:
-        out["torch"] = sys.modules["torch"].__version__
+    for package in ("torch", "scikit-learn", "opencv-contrib-python-headless"):
+        try:
+            out[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            pass
     return out
 
 
@@ -77,6 +81,10 @@ def git_commit() -> str | None:
     """The commit of the merbench checkout, when it runs from one."""
     here = Path(__file__).resolve().parent.parent
     try:
+        top = subprocess.run(["git", "-C", str(here), "rev-parse", "--show-toplevel"],
+                             capture_output=True, text=True, timeout=5)
+        if top.returncode != 0 or Path(top.stdout.strip()).resolve() != here:
+            return None  # installed inside someone else's repository: not our commit
         out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
                              text=True, timeout=5)
         dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "-uno"],
@@ -118,7 +126,8 @@ def _cache_parts(sample: Sample, chain: Any) -> list[Any]:
 def _preprocess_chunk(method: Method, datasets: Mapping[str, Dataset], samples: list[Sample],
                       cache_root: str | None, use_cache: bool,
                       skip_bad: bool) -> list[tuple[str, np.ndarray | None, str | None]]:
-    cache = Cache(cache_root, enabled=use_cache)
+    # precomputed inputs are only loaded: caching a copy would just hide later edits of the files
+    cache = Cache(cache_root, enabled=use_cache and bool(method.steps))
     steps = method.build_steps()
     chain = method.step_chain_key()
     out: list[tuple[str, np.ndarray | None, str | None]] = []
@@ -177,7 +186,13 @@ def preprocess(method: Method, datasets: Mapping[str, Dataset], samples: Sequenc
 _WORKER_X: dict[str, np.ndarray] = {}
 
 
-def _worker_init(threads: int) -> None:
+def _worker_init(threads: int, runtime_plugins: Mapping[str, str]) -> None:
+    import importlib
+
+    from .plugins import register_plugin
+
+    for name, module in runtime_plugins.items():  # plugins registered at run time, by import
+        register_plugin(importlib.import_module(module), name=name)
     try:
         import torch
 
@@ -201,7 +216,8 @@ class FoldJob:
     test_idx: np.ndarray
     y: np.ndarray
     groups: np.ndarray
-    checkpoint: str | None
+    checkpoint: str | None  # published weights to evaluate instead of training
+    train_state: str | None = None  # where a deep model keeps its resumable training state
 
 
 def run_fold(method: Method, job: FoldJob, X: np.ndarray | str, num_classes: int,
@@ -215,7 +231,7 @@ def run_fold(method: Method, job: FoldJob, X: np.ndarray | str, num_classes: int
     started_at = now()
     seed_everything(job.seed) if "torch" in sys.modules else np.random.seed(job.seed)
     model = method.build_model(num_classes=num_classes, seed=job.seed, device=device,
-                               progress=progress)
+                               progress=progress, checkpoint=job.train_state)
     info: dict[str, Any] = {"n_train": int(len(job.train_idx)), "n_test": int(len(job.test_idx))}
     X_test = np.asarray(X[job.test_idx])
     if job.checkpoint is not None:
@@ -243,10 +259,13 @@ def run_fold(method: Method, job: FoldJob, X: np.ndarray | str, num_classes: int
 
 
 def _pool(workers: int) -> cf.ProcessPoolExecutor:
+    from .plugins import runtime_plugin_modules
+
     threads = max(1, (os.cpu_count() or 1) // workers)
     return cf.ProcessPoolExecutor(max_workers=workers,
                                   mp_context=multiprocessing.get_context("spawn"),
-                                  initializer=_worker_init, initargs=(threads,))
+                                  initializer=_worker_init,
+                                  initargs=(threads, runtime_plugin_modules()))
 
 
 class _NoBar:
@@ -333,19 +352,21 @@ def run(protocol: str | Protocol, method: str | Method, data_roots: Mapping[str,
                               "preprocessing steps", "use a method without steps (e.g. ststnet)")
         folder = open_dataset("folder", root=inputs)
         datasets = {r.name: SubsetDataset(folder, r.name) for r in proto.datasets}
-    samples = proto.load_samples(data_roots, dataset_params, datasets or None)
     if not datasets:
-        datasets = _open_datasets(proto, data_roots, dataset_params)
+        datasets = proto.open_datasets(data_roots, dataset_params)
+    samples = proto.load_samples(datasets=datasets)
     folds = proto.folds(samples)
     by_id = {s.id: s for s in samples}
     ckpts = checkpoint_paths(folds, checkpoints, by_id) if checkpoints else {}
 
+    run_versions = versions()
     folds_digest = hashlib.sha256(json.dumps(
         [list(proto.classes)] + [[f.name, f.train, f.test] for f in folds]).encode()).hexdigest()
     key_blob = {"protocol": proto.name, "folds": folds_digest, "method": meth.name,
                 "params": meth.params(),
-                "seed": seed, "inputs": inputs, "checkpoints": checkpoints,
-                "dataset_params": dataset_params or {}, "roots": dict(data_roots or {})}
+                "seed": seed, "inputs": inputs, "checkpoints": checkpoints, "skip_bad": skip_bad,
+                "dataset_params": dataset_params or {}, "roots": dict(data_roots or {}),
+                "versions": {k: v for k, v in run_versions.items() if k != "torch"}}
     key = hashlib.sha256(json.dumps(key_blob, sort_keys=True, default=str).encode()).hexdigest()
     st = store if isinstance(store, Store) else Store(store or DEFAULT_STORE)
     previous = st.latest(key)
@@ -358,11 +379,12 @@ def run(protocol: str | Protocol, method: str | Method, data_roots: Mapping[str,
     else:
         run_id = st.create_run(
             key=key, protocol=proto.label, method=meth.name, params=meth.params(), seed=seed,
-            versions=versions(), git_commit=git_commit(), device=describe_device(device),
+            versions=run_versions, git_commit=git_commit(), device=describe_device(device),
             host=platform.node(),
             info={"classes": list(proto.classes), "n_folds": len(folds),
                   "n_samples": len(samples), "leaks_identity": proto.leaks_identity,
-                  "protocol_name": proto.name, "trained": not checkpoints,
+                  "protocol_name": proto.name, "protocol_source": proto.source,
+                  "trained": not checkpoints, "skip_bad": skip_bad,
                   "checkpoints": checkpoints, "inputs": inputs, "data_roots": dict(data_roots or {}),
                   "dataset_params": dataset_params or {}, "description": meth.description})
     done = st.done_folds(run_id)
@@ -384,19 +406,6 @@ def run(protocol: str | Protocol, method: str | Method, data_roots: Mapping[str,
     return result
 
 
-def _open_datasets(proto: Protocol, data_roots: Mapping[str, str] | None,
-                   dataset_params: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Dataset]:
-    from . import dataset as open_dataset
-
-    out = {}
-    for ref in proto.datasets:
-        params = {**ref.params, **(dataset_params or {}).get(ref.name, {})}
-        root = (data_roots or {}).get(ref.name)
-        out[ref.name] = open_dataset(ref.name, root=root, **params) if root is not None \
-            else open_dataset(ref.name, **params)
-    return out
-
-
 def _run_folds(st: Store, run_id: str, proto: Protocol, meth: Method,
                datasets: Mapping[str, Dataset], samples: list[Sample], todo: list[Fold],
                ckpts: Mapping[int, str], seed: int, device: str, workers: int,
@@ -409,7 +418,8 @@ def _run_folds(st: Store, run_id: str, proto: Protocol, meth: Method,
     if skipped:
         log.warning("skipped %d unusable samples (--skip-bad): %s", len(skipped),
                     ", ".join(list(skipped)[:5]))
-        st.set_status(run_id, "running", {"skipped": skipped})
+        earlier = st.run(run_id).info.get("skipped") or {}
+        st.set_status(run_id, "running", {"skipped": {**earlier, **skipped}})
     index = {s.id: k for k, s in enumerate(kept)}
     classes = list(proto.classes)
     y = np.array([classes.index(s.label) for s in kept])
@@ -421,7 +431,9 @@ def _run_folds(st: Store, run_id: str, proto: Protocol, meth: Method,
         if len(te) == 0:
             raise DataError(f"fold {fold.name}: every test sample was skipped")
         jobs.append(FoldJob(fold, fold_seed(seed, fold.name), tr, te, y, groups,
-                            ckpts.get(fold.index)))
+                            ckpts.get(fold.index),
+                            str(Path(st.path).parent / "training-state" / run_id /
+                                f"fold{fold.index:03d}.pt")))
 
     def save(job: FoldJob, proba: np.ndarray, info: dict[str, Any]) -> None:
         started = info.pop("started")
@@ -429,6 +441,8 @@ def _run_folds(st: Store, run_id: str, proto: Protocol, meth: Method,
                   {c: round(float(v), 6) for c, v in zip(classes, p)})
                  for k, p in zip(job.test_idx, proba)]
         st.add_fold(run_id, job.fold.index, job.fold.name, job.seed, started, preds, info)
+        if job.train_state:  # the fold is stored: its training state is no longer needed
+            Path(job.train_state).unlink(missing_ok=True)
         if on_fold is not None:
             on_fold(job.fold.name, job.fold.index, len(jobs))
 
@@ -457,10 +471,13 @@ def _run_folds(st: Store, run_id: str, proto: Protocol, meth: Method,
     bar.close()
 
 
-def result_from_store(st: Store, run_id: str, proto: Protocol | None = None) -> RunResult:
-    rec = st.run(run_id)
-    if proto is None:
-        proto = load_protocol(rec.info.get("protocol_name", rec.protocol))
+def stored_report(st: Store, rec: Any) -> tuple[dict[str, Any], list[Prediction]]:
+    """The metrics report of a stored run, from its predictions and recorded classes."""
     preds = [Prediction(p.sample_id, p.fold, p.y_true, p.y_pred) for p in st.predictions(rec.id)]
-    rep = report(preds, list(rec.info.get("classes", proto.classes)))
+    return report(preds, list(rec.info["classes"])), preds
+
+
+def result_from_store(st: Store, run_id: str, proto: Protocol) -> RunResult:
+    rec = st.run(run_id)
+    rep, preds = stored_report(st, rec)
     return RunResult(rec.id, proto, rec.method, rec.seed, rep, preds, info=rec.info)

@@ -110,6 +110,11 @@ def read_predictions(path: str | Path, classes: Sequence[str],
     first = next((ln for ln in text.splitlines() if ln.strip()), "")
     header = [c.strip().lower() for c in first.split(",")]
     is_csv = "," in first and bool({"pred", "id", "dataset", "subject", "clip", "gt"} & set(header))
+    looks_like_log = header[0] in DATASET_ALIASES or (len(header) == 3 and header[1].isdigit())
+    if not is_csv and "," in first and not looks_like_log:
+        raise PredictionsError(f"{path}: looks like a CSV, but its header {first.strip()!r} has "
+                               "no known column", "name the columns id (or dataset, subject, "
+                               "clip), pred and optionally gt / fold")
     rows = read_csv(text, classes, str(path)) if is_csv else \
         read_megc_log(text, classes, str(path), datasets)
     if not rows:

@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 
 
 def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (CPU and CUDA); deterministic algorithms on the CPU."""
+    """Seed python, numpy and torch (CPU and CUDA). CPU kernels are deterministic for a given
+    thread count; CUDA kernels may not be bit-exact between runs."""
     import torch
 
     random.seed(seed)
@@ -207,9 +208,8 @@ class TorchClassifier(Model):
         scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and self.amp
                                       and not torch.cuda.is_bf16_supported())
         gen = torch.Generator().manual_seed(self.seed)
-        start_epoch = self._resume(opt)
-        best = (math.inf, None)
-        bad_epochs = 0
+        self.history_ = []
+        start_epoch, best, bad_epochs = self._resume(opt, gen)
         epochs = range(start_epoch, self.epochs)
         if self.progress and sys.stderr.isatty():
             from tqdm import tqdm
@@ -240,7 +240,7 @@ class TorchClassifier(Model):
                 else:
                     bad_epochs += 1
             self.history_.append(record)
-            self._save_checkpoint(opt, epoch + 1)
+            self._save_checkpoint(opt, gen, epoch + 1, best, bad_epochs)
             if len(val_idx) and bad_epochs >= self.patience:
                 log.info("early stop at epoch %d (validation subjects)", epoch + 1)
                 break
@@ -325,7 +325,19 @@ class TorchClassifier(Model):
         module.load_state_dict(state)
         return self
 
-    def _save_checkpoint(self, opt: Any, epoch: int) -> None:
+    def _config_key(self) -> str:
+        """What a saved training state must agree with to be resumed."""
+        import hashlib
+        import json
+
+        params = {k: v for k, v in self.get_params().items()
+                  if k not in ("checkpoint", "progress", "device", "num_workers")}
+        return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
+
+    def _save_checkpoint(self, opt: Any, gen: Any, epoch: int, best: tuple[float, Any],
+                         bad_epochs: int) -> None:
+        """Training state after ``epoch`` (the runner gives each fold of each run its own
+        file), written atomically so a kill never leaves half a file."""
         if not self.checkpoint:
             return
         import torch
@@ -333,19 +345,35 @@ class TorchClassifier(Model):
         path = Path(self.checkpoint)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
-        torch.save({"epoch": epoch, "model": self.module_.state_dict(),
-                    "optimizer": opt.state_dict(), "history": self.history_}, tmp)
+        torch.save({"config": self._config_key(), "epoch": epoch,
+                    "model": self.module_.state_dict(), "optimizer": opt.state_dict(),
+                    "history": self.history_, "best_loss": best[0], "best_state": best[1],
+                    "bad_epochs": bad_epochs, "shuffle_rng": gen.get_state(),
+                    "torch_rng": torch.get_rng_state()}, tmp)
         os.replace(tmp, path)
 
-    def _resume(self, opt: Any) -> int:
-        """Continue an interrupted fit from ``checkpoint`` when it exists."""
+    def _resume(self, opt: Any, gen: Any) -> tuple[int, tuple[float, Any], int]:
+        """Continue an interrupted fit from ``checkpoint``: (next epoch, best validation loss
+        and state, epochs without improvement). A file from another configuration is ignored."""
+        fresh: tuple[int, tuple[float, Any], int] = (0, (math.inf, None), 0)
         if not self.checkpoint or not Path(self.checkpoint).exists():
-            return 0
+            return fresh
         import torch
 
-        state = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
+        try:
+            state = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - a damaged file: train from the start
+            log.warning("cannot resume from %s (%s); training from the start", self.checkpoint, exc)
+            return fresh
+        if state.get("config") != self._config_key():
+            log.warning("%s holds another configuration's training; training from the start",
+                        self.checkpoint)
+            return fresh
         self.module_.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         self.history_ = list(state.get("history", []))
+        gen.set_state(state["shuffle_rng"])
+        torch.set_rng_state(state["torch_rng"])
         log.info("resuming training from epoch %d (%s)", state["epoch"], self.checkpoint)
-        return int(state["epoch"])
+        return int(state["epoch"]), (float(state["best_loss"]), state["best_state"]), \
+            int(state["bad_epochs"])

@@ -158,7 +158,10 @@ class Fold:
     def __post_init__(self) -> None:
         overlap = set(self.train) & set(self.test)
         if overlap:
-            raise ValueError(f"fold {self.name}: {len(overlap)} samples in both train and test")
+            from .errors import ProtocolError
+
+            raise ProtocolError(f"fold {self.name}: {len(overlap)} samples in both train and test",
+                                "a protocol's folds must keep test samples out of training")
 
 
 @dataclass(frozen=True)

@@ -155,5 +155,8 @@ def load_clip(sample: Sample) -> Clip:
     estimated = sample.apex_estimated
     if apex is None:
         apex, estimated = numbers[len(numbers) // 2], True
+    if not first <= apex <= numbers[-1]:
+        raise DataError(f"{sample.id}: apex {apex} is outside onset..offset {first}..{numbers[-1]}",
+                        "fix the annotation or add an erratum for this sample")
     return Clip(loader, onset=0, apex=apex - first, offset=len(numbers) - 1,
                 apex_estimated=estimated, sample_id=sample.id, frame_numbers=tuple(numbers))

@@ -115,7 +115,7 @@ def test_cross_dataset_toml_must_name_its_datasets(tmp_path: Path) -> None:
     path = tmp_path / "bad-cross.toml"
     path.write_text('kind = "cross-dataset"\nclasses = ["x", "y"]\ntrain = "a"\ntest = "z"\n'
                     '[[datasets]]\nname = "a"\n[[datasets]]\nname = "b"\n')
-    with pytest.raises(ProtocolError, match="train/test must name datasets of the protocol"):
+    with pytest.raises(ProtocolError, match="train and test must name two different datasets"):
         load_protocol(path)
 
 
@@ -255,3 +255,11 @@ def test_protocol_needing_a_data_root_says_how_to_give_it() -> None:
     with pytest.raises(DataError, match=r"needs dataset 'casme2' but no data root .*--data-root "
                                         r"casme2=/path"):
         proto.load_samples()
+
+
+def test_cross_dataset_toml_must_not_train_and_test_on_one_dataset(tmp_path: Path) -> None:
+    path = tmp_path / "same.toml"
+    path.write_text('kind = "cross-dataset"\nclasses = ["x", "y"]\ntrain = "a"\ntest = "a"\n'
+                    '[[datasets]]\nname = "a"\n[[datasets]]\nname = "b"\n')
+    with pytest.raises(ProtocolError, match="two different datasets"):
+        load_protocol(path)

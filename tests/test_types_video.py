@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from merbench import Clip, Sample
-from merbench.errors import DataError
+from merbench.errors import DataError, ProtocolError
 from merbench.types import Fold
 from merbench.video import frame_number, index_frames, load_clip, read_folder, read_video
 
@@ -80,7 +80,7 @@ def test_sample_ids_and_fold_overlap() -> None:
     s = Sample("samm", "006", "006_1_2", "negative", meta=(("k", 1),))
     assert (s.id, s.group, s.info()) == ("samm/006/006_1_2", "samm/006", {"k": 1})
     assert s.replace(label="positive").label == "positive" and s.label == "negative"
-    with pytest.raises(ValueError, match="fold f: 1 samples in both train and test"):
+    with pytest.raises(ProtocolError, match="fold f: 1 samples in both train and test"):
         Fold(0, "f", ("a", "b"), ("b", "c"))
 
 

@@ -1,0 +1,1 @@
+"""merbench tests (a package so test modules can share their data builders)."""
