@@ -153,7 +153,9 @@ class Store:
     def set_status(self, run_id: str, status: str, info: dict[str, Any] | None = None) -> None:
         with self._transaction() as con:
             ended = now() if status in ("finished", "failed", "interrupted") else None
-            con.execute("UPDATE runs SET status=?, ended=? WHERE id=?", (status, ended, run_id))
+            # a finished run stays finished (a second, concurrent command cannot demote it)
+            con.execute("UPDATE runs SET status=?, ended=? WHERE id=? AND status != 'finished'",
+                        (status, ended, run_id))
             if info is not None:
                 old = json.loads(con.execute("SELECT info FROM runs WHERE id=?",
                                              (run_id,)).fetchone()[0])

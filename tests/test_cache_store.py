@@ -172,3 +172,14 @@ def test_two_processes_write_to_one_store_at_once(tmp_path: Path) -> None:
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert con.execute("SELECT COUNT(*) FROM folds").fetchone()[0] == 40
         assert con.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] == 120
+
+
+def test_a_finished_run_is_never_demoted(tmp_path: Path) -> None:
+    from merbench.store import Store
+
+    st = Store(tmp_path / "s.sqlite")
+    run_id = st.create_run(key="k", protocol="p", method="m", params={}, seed=0, versions={},
+                           git_commit=None, device=None, host=None, info={})
+    st.set_status(run_id, "finished")
+    st.set_status(run_id, "interrupted")  # e.g. a second command on the same run stopping
+    assert st.run(run_id).status == "finished"
