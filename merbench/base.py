@@ -75,6 +75,10 @@ class Model(Configurable):
     def predict(self, X: np.ndarray) -> np.ndarray:
         return np.asarray(self.predict_proba(X)).argmax(axis=1)
 
+    def input_shape(self, X: np.ndarray) -> tuple[int, ...]:
+        """The per-sample shape the fitted state is built for (what ``set_state`` needs)."""
+        return tuple(np.shape(X)[1:])
+
     def get_state(self) -> dict[str, Any]:
         """The fitted state as numpy arrays and plain values (saved without pickle by
         ``merbench train``); models that can be deployed override this and ``set_state``."""

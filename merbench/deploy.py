@@ -58,8 +58,7 @@ def train(method: str, dataset: str, root: str | None = None, labels: str = "nat
                         "choose a label space whose classes all have samples")
     model = meth.build_model(num_classes=len(classes), seed=seed, device=device)
     model.fit(X, y, groups=np.array([s.group for s in kept]))
-    input_shape = tuple(model.to_tensor(X[:1]).shape[1:]) if hasattr(model, "to_tensor") \
-        else tuple(X.shape[1:])
+    input_shape = model.input_shape(X)
     ckpt = {"format": FORMAT, "merbench": __version__, "method": meth.name,
             "params": meth.params(), "overrides": {k: str(v) for k, v in (overrides or {}).items()},
             "labels": list(classes), "input_shape": list(input_shape),

@@ -12,7 +12,7 @@ import threading
 import types
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import pluggy
 
@@ -184,5 +184,3 @@ def plugin_versions() -> dict[str, str]:
     origin: dict[str, tuple[str, str]] = pm._merbench_origin  # type: ignore[attr-defined]
     return {name: f"{dist} {ver}" for name, (dist, ver) in sorted(origin.items())}
 
-
-Factory = Callable[..., Any]

@@ -16,7 +16,7 @@ import tomllib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -288,7 +288,3 @@ def load_protocol(name: str | os.PathLike) -> Protocol:
 def describe(proto: Protocol) -> str:
     return proto.description.strip().splitlines()[0] if proto.description.strip() else proto.kind
 
-
-def iter_all() -> Iterable[Protocol]:
-    for name in protocol_names():
-        yield load_protocol(name)

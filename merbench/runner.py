@@ -237,9 +237,7 @@ def run_fold(method: Method, job: FoldJob, X: np.ndarray | str, num_classes: int
     if job.checkpoint is not None:
         if not hasattr(model, "load_weights"):
             raise CheckpointError(f"model {method.model_name!r} cannot load checkpoints")
-        shape = tuple(model.to_tensor(X_test[:1]).shape[1:]) if hasattr(model, "to_tensor") \
-            else tuple(X_test.shape[1:])
-        model.load_weights(job.checkpoint, shape)
+        model.load_weights(job.checkpoint, model.input_shape(X_test))
         info.update(trained=False, checkpoint=job.checkpoint)
     else:
         model.fit(np.asarray(X[job.train_idx]), job.y[job.train_idx],

@@ -278,6 +278,9 @@ class TorchClassifier(Model):
         return np.concatenate(out) if out else np.zeros((0, self.num_classes), dtype=np.float32)
 
     # -- weights -----------------------------------------------------------------------------
+    def input_shape(self, X: np.ndarray) -> tuple[int, ...]:
+        return tuple(self.to_tensor(np.asarray(X)[:1]).shape[1:])
+
     def get_state(self) -> dict[str, Any]:
         if self.module_ is None:
             raise ConfigError(f"{type(self).__name__} is not fitted")
