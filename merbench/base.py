@@ -2,22 +2,63 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
 
+_NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
+def _chain(cls: type) -> tuple[dict[str, inspect.Parameter], bool]:
+    """Parameters along the MRO: a class's own ``__init__`` parameters, then, while an
+    ``__init__`` passes ``**kwargs`` on, its parents'. A class that declares what its
+    ``**kwargs`` take (``keyword_params``) closes the chain. Returns (parameters, open) where
+    ``open`` means some ``**kwargs`` accept anything."""
+    params: dict[str, inspect.Parameter] = {}
+    for klass in cls.__mro__:
+        if klass is object:
+            return params, False
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        sig = inspect.signature(init)
+        for name, p in sig.parameters.items():
+            if name != "self" and p.kind in _NAMED:
+                params.setdefault(name, p)
+        if not any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
+            return params, False
+        declared = klass.__dict__.get("keyword_params")
+        if declared is not None:
+            for name, p in declared.items():
+                params.setdefault(name, p)
+            return params, False
+    return params, True  # pragma: no cover - the MRO always ends with object
+
+
 def init_params(factory: Any) -> dict[str, inspect.Parameter]:
-    """The keyword parameters a factory (class or function) accepts, by name."""
-    target = factory.__init__ if inspect.isclass(factory) else factory
-    sig = inspect.signature(target)
-    return {n: p for n, p in sig.parameters.items() if n != "self" and p.kind in
-            (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    """The keyword parameters a factory (class or function) accepts, by name, with their
+    effective defaults (a class's ``defaults`` replace inherited ones)."""
+    if not inspect.isclass(factory):
+        return {n: p for n, p in inspect.signature(factory).parameters.items() if p.kind in _NAMED}
+    params, _ = _chain(factory)
+    defaults = merged_defaults(factory)
+    return {n: p.replace(default=defaults[n]) if n in defaults else p for n, p in params.items()}
+
+
+def merged_defaults(cls: type) -> dict[str, Any]:
+    """``defaults`` class attributes along the MRO, the subclass's winning."""
+    out: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        out.update(klass.__dict__.get("defaults", {}))
+    return out
 
 
 def accepts_any(factory: Any) -> bool:
-    target = factory.__init__ if inspect.isclass(factory) else factory
-    return any(p.kind == p.VAR_KEYWORD for p in inspect.signature(target).parameters.values())
+    """True when the factory takes arbitrary keyword arguments (so no name can be checked)."""
+    if inspect.isclass(factory):
+        return _chain(factory)[1]
+    return any(p.kind == p.VAR_KEYWORD for p in inspect.signature(factory).parameters.values())
 
 
 def jsonable(value: Any) -> Any:
@@ -34,7 +75,27 @@ def jsonable(value: Any) -> Any:
 
 
 class Configurable:
-    """Anything whose parameters are exactly its ``__init__`` arguments, stored as attributes."""
+    """Anything whose parameters are exactly its ``__init__`` arguments (inherited ones
+    included, see :func:`init_params`), stored as attributes.
+
+    ``keyword_params`` (name -> inspect.Parameter) declares what a class's ``**kwargs`` accept;
+    ``defaults`` (name -> value) lets a subclass change the default of such an inherited
+    parameter without re-declaring it."""
+
+    keyword_params: ClassVar[Mapping[str, inspect.Parameter] | None] = None
+    defaults: ClassVar[Mapping[str, Any]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        declared = cls.__dict__.get("defaults", {})
+        if declared:
+            open_ = _chain(cls)[1]
+            inherited = {n for k in cls.__mro__ for n in (k.__dict__.get("keyword_params") or {})}
+            wrong = [n for n in declared if n not in inherited and not open_]
+            if wrong:
+                raise TypeError(f"{cls.__name__}.defaults names {wrong[0]!r}, which is not a "
+                                f"setting it inherits; inherited settings: "
+                                f"{', '.join(sorted(inherited)) or 'none'}")
 
     def get_params(self) -> dict[str, Any]:
         return {name: jsonable(getattr(self, name)) for name in init_params(type(self))

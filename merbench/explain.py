@@ -16,10 +16,12 @@ import numpy as np
 from .errors import ConfigError
 
 
-def grad_cam(module: Any, layer: Any, x: Any, targets: Sequence[int] | Any | None = None) -> Any:
+def grad_cam(module: Any, layer: Any, x: Any, targets: Sequence[int] | Any | None = None,
+             forward: Any = None) -> Any:
     """Grad-CAM maps of ``layer`` for the class scores ``targets`` (default: predicted class).
 
-    ``module`` maps a float NCHW batch ``x`` to logits (N, C); ``layer`` is one of its submodules
+    ``module`` maps a float NCHW batch ``x`` to logits (N, C) (or ``forward(x)`` does, for
+    modules whose output holds more than the logits); ``layer`` is one of its submodules
     whose output is an (M, K, h, w) activation map (M may differ from N, e.g. M = crops × N).
     Returns ``(cams (M, h, w), logits (N, C))``: cam = ReLU(Σ_k mean_hw(∂score/∂A_k) · A_k), in
     float32 and without autocast. The module is put in eval mode and left there.
@@ -36,7 +38,7 @@ def grad_cam(module: Any, layer: Any, x: Any, targets: Sequence[int] | Any | Non
     try:
         with torch.enable_grad():
             x = x.detach().float().requires_grad_(True)  # a graph even when weights are frozen
-            logits = module(x).float()
+            logits = (forward or module)(x).float()
             if not captured:
                 raise ConfigError(f"Grad-CAM target layer {type(layer).__name__} was not run by "
                                   "the model", "pass a submodule on the forward path")
@@ -120,4 +122,83 @@ def save_matrix_heatmap(path: str | Path, matrix: np.ndarray, labels: Sequence[s
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
+    return path
+
+
+def safe_stem(name: Any) -> str:
+    """A file-name stem from a sample id or index (``casme2/sub01/EP02`` -> ``casme2_sub01_EP02``)."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("_") or "sample"
+
+
+def as_display_image(x: np.ndarray, channels_first: bool = False) -> np.ndarray:
+    """One model input as an H×W×3 uint8 picture: grey inputs are repeated, more than three
+    channels keep the first three, float inputs are min-max scaled."""
+    x = np.asarray(x)
+    if x.ndim == 3 and channels_first:
+        x = x.transpose(1, 2, 0)
+    if x.ndim == 2:
+        x = x[..., None]
+    if x.shape[-1] == 1:
+        x = np.repeat(x, 3, axis=-1)
+    x = x[..., :3]
+    if x.dtype != np.uint8:
+        x = x.astype(np.float64)
+        lo, hi = float(x.min()), float(x.max())
+        x = np.zeros_like(x) if hi <= lo else (x - lo) / (hi - lo) * 255.0
+        x = np.clip(np.rint(x), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(x)
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _cam_axes(fig: Any, axes: Any, image: np.ndarray, cam: np.ndarray, title: str) -> None:
+    """Input | overlay with a colour bar, on two axes."""
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    left, right = axes
+    left.imshow(image)
+    left.set_title("input", fontsize=8)
+    right.imshow(overlay(image, cam))
+    right.set_title("Grad-CAM", fontsize=8)
+    for ax in axes:
+        ax.set_axis_off()
+    fig.colorbar(ScalarMappable(Normalize(0, 1), colormaps["jet"]), ax=right, fraction=0.046,
+                 pad=0.04)
+    if title:
+        left.text(0.0, 1.18, title, transform=left.transAxes, fontsize=9)
+
+
+def save_cam_figure(path: str | Path, image: np.ndarray, cam: np.ndarray, title: str = "") -> Path:
+    """A PNG with the input beside its Grad-CAM overlay, a colour bar and a title."""
+    fig = _figure(6.4, 3.4)
+    _cam_axes(fig, fig.subplots(1, 2), image, cam, title)
+    return _save(fig, path)
+
+
+def save_cam_grid(path: str | Path, images: Sequence[np.ndarray], cams: Sequence[np.ndarray],
+                  titles: Sequence[str]) -> Path:
+    """One page with a row (input | overlay) per sample."""
+    n = len(images)
+    fig = _figure(6.4, 3.0 * n)
+    axes = fig.subplots(n, 2, squeeze=False)
+    for row, image, cam, title in zip(axes, images, cams, titles):
+        _cam_axes(fig, row, image, cam, title)
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, bbox_inches="tight")
     return path

@@ -15,8 +15,8 @@ from .types import Clip, MethodSpec
 
 
 # Model parameters the runner supplies per fold: the protocol fixes num_classes, --seed and the
-# fold fix seed, --device the device; checkpoint is a per-run, per-fold training-state file.
-RUNTIME = frozenset({"num_classes", "seed", "device", "progress", "checkpoint"})
+# fold fix seed, --device the device; train_state is a per-run, per-fold training-state file.
+RUNTIME = frozenset({"num_classes", "seed", "device", "progress", "train_state"})
 
 
 def parse_value(text: str) -> Any:
@@ -30,14 +30,22 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def check_params(factory: Any, params: Mapping[str, Any], what: str) -> None:
+def check_params(factory: Any, params: Mapping[str, Any], what: str, prefix: str = "",
+                 hidden: frozenset[str] = frozenset()) -> None:
+    """Refuse a parameter the factory does not take, naming the closest valid key and all of
+    them (as ``prefix + name``; ``hidden`` names are accepted but not offered)."""
     if accepts_any(factory):
         return
     known = init_params(factory)
     unknown = [k for k in params if k not in known]
     if unknown:
-        raise ConfigError(f"{what} has no parameter {unknown[0]!r}",
-                          f"its parameters are: {', '.join(known) or 'none'}")
+        import difflib
+
+        offered = [prefix + k for k in known if k not in hidden]
+        close = difflib.get_close_matches(prefix + unknown[0], offered, n=1)
+        raise ConfigError(f"{what} has no parameter {unknown[0]!r}"
+                          + (f" (did you mean {close[0]}?)" if close else ""),
+                          f"valid keys: {', '.join(offered) or 'none'}")
 
 
 @dataclass
@@ -85,9 +93,10 @@ class Method:
         from .plugins import entry
 
         for step, params in self.steps:
-            check_params(entry("preprocessor", step).factory, params, f"step {step!r}")
+            check_params(entry("preprocessor", step).factory, params,
+                         f"method {self.name!r}: step {step!r}", f"{step}.")
         check_params(entry("model", self.model_name).factory, self.model_params,
-                     f"model {self.model_name!r}")
+                     f"method {self.name!r}: model {self.model_name!r}", "model.", RUNTIME)
 
     def params(self) -> dict[str, Any]:
         """Every parameter, defaults included, flattened (``step.param`` / ``model.param``), as

@@ -53,6 +53,7 @@ class RunResult:
     predictions: list[Prediction]
     resumed_folds: int = 0
     info: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
 
     @property
     def uf1(self) -> float:
@@ -231,7 +232,7 @@ def run_fold(method: Method, job: FoldJob, X: np.ndarray | str, num_classes: int
     started_at = now()
     seed_everything(job.seed) if "torch" in sys.modules else np.random.seed(job.seed)
     model = method.build_model(num_classes=num_classes, seed=job.seed, device=device,
-                               progress=progress, checkpoint=job.train_state)
+                               progress=progress, train_state=job.train_state)
     info: dict[str, Any] = {"n_train": int(len(job.train_idx)), "n_test": int(len(job.test_idx))}
     X_test = np.asarray(X[job.test_idx])
     if job.checkpoint is not None:
@@ -478,4 +479,5 @@ def stored_report(st: Store, rec: Any) -> tuple[dict[str, Any], list[Prediction]
 def result_from_store(st: Store, run_id: str, proto: Protocol) -> RunResult:
     rec = st.run(run_id)
     rep, preds = stored_report(st, rec)
-    return RunResult(rec.id, proto, rec.method, rec.seed, rep, preds, info=rec.info)
+    return RunResult(rec.id, proto, rec.method, rec.seed, rep, preds, info=rec.info,
+                     params=rec.params)

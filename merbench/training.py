@@ -1,9 +1,14 @@
-"""The one torch training loop every deep model reuses.
+"""The one torch training loop every deep model reuses, its settings and the weight loader.
 
-A deep model plugin subclasses :class:`TorchClassifier`, defines ``build(num_classes,
-input_shape)`` returning its ``nn.Module`` and, if it wants, ``augment(batch)``; everything
-else (optimizer, loss, epochs, batches, subject-disjoint validation and early stopping,
-AMP and channels_last on CUDA, seeding, checkpoints) lives here.
+A deep model plugin subclasses :class:`TorchClassifier`, declares its architecture parameters in
+``__init__(self, ..., **training)`` and its own defaults for the shared training settings in a
+``defaults`` class attribute, and defines ``build(num_classes, input_shape)`` returning its
+``nn.Module``. Optional hooks: ``augment(batch)``, ``loss(output, target)`` (extra loss terms),
+``logits(output)``, ``cam_layer(module)`` (the Grad-CAM target of the default ``explain``).
+Everything else lives here, once: the settings in :data:`TRAINING_SETTINGS` (optimizer, loss,
+epochs, batches, learning-rate steps, class balancing, subject-disjoint validation and early
+stopping, AMP and channels_last on CUDA), seeding, the resumable training state, local
+pretrained-weight loading (:func:`load_pretrained`) and Grad-CAM explanations.
 """
 from __future__ import annotations
 
@@ -12,8 +17,10 @@ import math
 import os
 import random
 import sys
+import inspect
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -46,7 +53,8 @@ def resolve_device(device: str = "auto") -> Any:
     return torch.device(device)
 
 
-def make_optimizer(name: str, params: Any, lr: float, weight_decay: float) -> Any:
+def make_optimizer(name: str, params: Any, lr: float, weight_decay: float,
+                   momentum: float = 0.9) -> Any:
     import torch
 
     name = name.lower()
@@ -60,7 +68,7 @@ def make_optimizer(name: str, params: Any, lr: float, weight_decay: float) -> An
         except (RuntimeError, TypeError):  # a device or dtype without fused support
             return cls(params, lr=lr, weight_decay=weight_decay)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if name == "adamp":
         from adamp import AdamP
 
@@ -81,38 +89,300 @@ def subject_split(groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     return np.array([g in val_subjects for g in groups.tolist()])
 
 
-class TorchClassifier(Model):
-    """Base for deep models. Subclasses call ``super().__init__(**training kwargs)`` and define
-    ``build``. Inputs are numpy arrays: (N, H, W, C) images are moved to NCHW; values are
-    multiplied by ``input_scale`` (1/255 for 0..255 images unless a model says otherwise)."""
 
-    def __init__(self, num_classes: int = 3, epochs: int = 10, batch_size: int = 32,
-                 lr: float = 1e-3, optimizer: str = "adam", weight_decay: float = 0.0,
-                 label_smoothing: float = 0.0, class_weights: bool = False,
-                 val_fraction: float = 0.0, patience: int = 10, input_scale: float = 1 / 255,
-                 channels_first: bool = False, device: str = "auto", amp: bool = True,
-                 seed: int = 0, num_workers: int = 0, checkpoint: str | None = None,
-                 progress: bool = False) -> None:
+# -- the shared training settings ------------------------------------------------------------
+@dataclass(frozen=True)
+class Setting:
+    """One training setting: its default, type, one-line meaning and a validity check."""
+
+    default: Any
+    type: type | tuple[type, ...]
+    help: str
+    check: Callable[[Any], bool] = field(default=lambda v: True, repr=False)
+    expect: str = ""
+
+    def validate(self, owner: str, name: str, value: Any) -> Any:
+        types = self.type if isinstance(self.type, tuple) else (self.type,)
+        if float in types and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+        if not ok or not self.check(value):
+            expect = self.expect or " or ".join(t.__name__ for t in types)
+            raise ConfigError(f"model {owner}: {name}={value!r} is invalid, expected {expect}",
+                              f"{name}: {self.help}")
+        return value
+
+
+def _positive(v: Any) -> bool:
+    return v > 0
+
+
+def _non_negative(v: Any) -> bool:
+    return v >= 0
+
+
+#: Every training setting of every deep model, declared once. A model changes a default with
+#: its ``defaults`` class attribute; users change a value with ``--set model.NAME=VALUE``.
+TRAINING_SETTINGS: dict[str, Setting] = {
+    "epochs": Setting(10, int, "passes over the training samples (the last epoch is the one "
+                      "evaluated unless val_fraction > 0)", _positive, "a positive integer"),
+    "batch_size": Setting(32, int, "samples per optimizer step (a last batch of one sample is "
+                          "merged into the previous one)", _positive, "a positive integer"),
+    "lr": Setting(1e-3, float, "learning rate", _positive, "a positive number"),
+    "optimizer": Setting("adam", str, "adam | adamw | sgd | adamp",
+                         lambda v: v.lower() in ("adam", "adamw", "sgd", "adamp"),
+                         "one of adam, adamw, sgd, adamp"),
+    "momentum": Setting(0.9, float, "SGD momentum (sgd only)", lambda v: 0 <= v < 1,
+                        "a number in [0, 1)"),
+    "weight_decay": Setting(0.0, float, "L2 weight decay", _non_negative, "a number >= 0"),
+    "lr_step": Setting(0, int, "multiply the learning rate by lr_gamma every lr_step epochs "
+                       "(0: constant)", _non_negative, "an integer >= 0"),
+    "lr_gamma": Setting(0.1, float, "learning-rate factor of each lr_step", _positive,
+                        "a positive number"),
+    "label_smoothing": Setting(0.0, float, "cross-entropy label smoothing",
+                               lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "class_weights": Setting(False, bool, "weight the cross-entropy by inverse class frequency"),
+    "balanced_sampling": Setting(False, bool, "draw each epoch's samples class-balanced (with "
+                                 "replacement), the oversampling of imbalanced MER sets"),
+    "val_fraction": Setting(0.0, float, "fraction of the training subjects held out for early "
+                            "stopping (whole subjects; 0: none, the last epoch is kept)",
+                            lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "patience": Setting(10, int, "epochs without a better validation loss before stopping",
+                        _positive, "a positive integer"),
+    "input_scale": Setting(1 / 255, float, "inputs are multiplied by this (1/255 maps 0..255 "
+                           "images to 0..1)", _positive, "a positive number"),
+    "channels_first": Setting(False, bool, "inputs are already (N, C, H, W); otherwise "
+                              "(N, H, W, C) images are transposed"),
+    "amp": Setting(True, bool, "mixed precision on CUDA (bf16 where supported)"),
+    "num_workers": Setting(0, int, "DataLoader worker processes on CUDA (0: whole-tensor "
+                           "batches)", _non_negative, "an integer >= 0"),
+}
+
+
+def _setting_params() -> dict[str, inspect.Parameter]:
+    return {name: inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=s.default,
+                                    annotation=s.type)
+            for name, s in TRAINING_SETTINGS.items()}
+
+
+def batch_slices(n: int, batch_size: int) -> list[slice]:
+    """Consecutive batches over n items; a last batch of one item joins the previous batch,
+    since a one-sample training batch breaks BatchNorm ("Expected more than 1 value per
+    channel") and gives a gradient from a single sample."""
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    return [slice(a, b) for a, b in zip(starts, starts[1:] + [n])]
+
+
+# -- local pretrained weights ----------------------------------------------------------------
+def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
+    """A state dict from a safetensors or torch file (``weights_only=True``: no pickle), with
+    common wrappers (``state_dict``, ``model``) and DataParallel's ``module.`` prefix removed."""
+    import torch
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"weights file {path} does not exist",
+                              "pass the path of a local state dict (.safetensors, .pth, .bin)")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state: Any = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"cannot read weights {path}: {first}",
+                              "pass a state dict saved with torch.save or safetensors") from exc
+    for wrapper in ("state_dict", "model", "module"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
+        raise CheckpointError(f"{path} does not hold a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_pretrained` did: loaded keys, and the keys it could not match."""
+
+    path: str
+    loaded: list[str]
+    missing: list[str]  # in the module, not in the file (and not declared new)
+    unexpected: list[str]  # in the file, not in the module
+    mismatched: list[str]  # in both, shapes differ
+    skipped: list[str]  # classifier-head keys of the file, not loaded
+    adapted: list[str]  # input convs whose channels were summed to fit (e.g. RGB -> grey)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def problems(self, names: Sequence[str] = ("missing", "unexpected", "mismatched")) -> str:
+        parts = []
+        for name in names:
+            keys = getattr(self, name)
+            if keys:
+                parts.append(f"{name} {len(keys)}: {', '.join(keys[:4])}"
+                             + (" ..." if len(keys) > 4 else ""))
+        return "; ".join(parts)
+
+    def describe(self) -> str:
+        rest = self.problems(("missing", "unexpected", "mismatched", "skipped", "adapted"))
+        return f"{len(self.loaded)} tensors loaded from {self.path}" + (f"; {rest}" if rest else "")
+
+
+def load_pretrained(module: Any, path: str | os.PathLike, *, head: Sequence[str] = ("fc",
+                    "classifier", "head", "last_linear"), new: Sequence[str] = (),
+                    strict: bool = True, what: str = "",
+                    fix: str = "pass the ImageNet state dict of the same architecture"
+                    ) -> LoadReport:
+    """Load a torchvision or timm state dict into ``module`` (or a part of it).
+
+    The file's classifier head (keys under ``head``) is skipped; keys of ``module`` under a
+    prefix in ``new`` are layers the file cannot have (e.g. attention units) and stay as they
+    are. A file input conv with 3 channels loads into a 1-channel conv by summing over its
+    channels (as timm's ``adapt_input_conv`` does). Any other missing, unexpected or mis-shaped
+    key is a :class:`CheckpointError` naming them (``strict=False``: only reported)."""
+    state = read_state_dict(path)
+
+    def under(key: str, prefixes: Sequence[str]) -> bool:
+        return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+    own = module.state_dict()
+    skipped = sorted(k for k in state if under(k, head))
+    state = {k: v for k, v in state.items() if not under(k, head)}
+    adapted, mismatched = [], []
+    for k in list(state):
+        if k in own and tuple(state[k].shape) != tuple(own[k].shape):
+            a, b = tuple(state[k].shape), tuple(own[k].shape)
+            if len(a) == 4 and len(b) == 4 and a[0] == b[0] and a[2:] == b[2:] and b[1] == 1:
+                state[k] = state[k].sum(dim=1, keepdim=True)
+                adapted.append(k)
+            else:
+                mismatched.append(f"{k}: file {a} vs model {b}")
+    bad_shape = {m.split(":", 1)[0] for m in mismatched}
+    report = LoadReport(
+        str(path), sorted(k for k in state if k in own and k not in bad_shape),
+        sorted(k for k in own if k not in state and not under(k, (*head, *new))
+               and not k.endswith("num_batches_tracked")),
+        sorted(k for k in state if k not in own), mismatched, skipped, adapted)
+    if strict and not report.ok:
+        raise CheckpointError(f"weights {path} do not fit {what or type(module).__name__}: "
+                              + report.problems(), fix)
+    import torch
+
+    with torch.no_grad():
+        for k in report.loaded:
+            own[k].copy_(state[k].to(own[k].dtype))
+    log.info("%s: %s", what or type(module).__name__, report.describe())
+    return report
+
+
+def cached_timm_weights(model: Any) -> Path | None:
+    """A timm model's pretrained file if it is already in the local Hugging Face hub or torch hub
+    cache (a warm cache); nothing is downloaded."""
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    if cfg.get("hf_hub_id"):
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:  # pragma: no cover - timm depends on it
+            return None
+        for filename in ("model.safetensors", "pytorch_model.bin"):
+            found = try_to_load_from_cache(cfg["hf_hub_id"], filename)
+            if isinstance(found, str):
+                return Path(found)
+    if cfg.get("url"):
+        import torch
+
+        path = Path(torch.hub.get_dir()) / "checkpoints" / cfg["url"].rsplit("/", 1)[-1]
+        if path.is_file():
+            return path
+    return None
+
+
+def resolve_pretrained(pretrained: str | bool | None, timm_name: str, what: str) -> Path | None:
+    """Where a model's pretrained weights come from: ``PATH`` (a local file), ``None`` (timm's
+    weights for ``timm_name`` if already cached locally, else random init), ``True`` (the cache,
+    required) or ``False`` (random init). Nothing is ever downloaded."""
+    if pretrained is False or (isinstance(pretrained, str) and pretrained.lower() in
+                               ("", "none", "random", "false")):
+        return None
+    if pretrained is None or pretrained is True:
+        import timm
+
+        path = cached_timm_weights(timm.create_model(timm_name, pretrained=False))
+        if path is None and pretrained is True:
+            raise CheckpointError(f"{what}: no cached ImageNet weights for {timm_name!r} (timm "
+                                  "looks in the Hugging Face / torch hub cache)",
+                                  "pass model.pretrained=PATH to a local weights file")
+        return path
+    path = Path(str(pretrained)).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"{what}: weights file {path} does not exist",
+                              "pass model.pretrained=PATH to a local state dict")
+    return path
+
+
+# -- the model base --------------------------------------------------------------------------
+class TorchClassifier(Model):
+    """Base for deep models: the shared training loop over numpy inputs.
+
+    A subclass declares its architecture parameters and passes ``**training`` on::
+
+        class TinyNet(TorchClassifier):
+            defaults = {"epochs": 20, "lr": 1e-2}      # its own training defaults
+
+            def __init__(self, hidden: int = 16, **training):
+                super().__init__(**training)
+                self.hidden = hidden
+
+            def build(self, num_classes, input_shape): ...
+
+    ``get_params`` then reports every setting of :data:`TRAINING_SETTINGS` with the model's
+    effective default, and an unknown keyword is refused. Inputs: (N, H, W, C) images are moved
+    to NCHW (``channels_first`` for arrays already so), (N, H, W) get a channel axis; values are
+    multiplied by ``input_scale``. ``num_classes``, ``seed``, ``device``, ``train_state`` (where
+    the resumable training state of this fit lives) and ``progress`` are supplied by the runner.
+    """
+
+    keyword_params: ClassVar[Mapping[str, inspect.Parameter]] = _setting_params()
+    defaults: ClassVar[Mapping[str, Any]] = {}
+    #: dotted name of the Grad-CAM target layer in the module ("" = the last Conv2d)
+    cam_target: ClassVar[str] = ""
+
+    def __init__(self, num_classes: int = 3, seed: int = 0, device: str = "auto",
+                 train_state: str | None = None, progress: bool = False,
+                 **training: Any) -> None:
+        effective = {name: p.default for name, p in type(self).param_specs().items()}
+        unknown = [k for k in training if k not in TRAINING_SETTINGS]
+        if unknown:
+            import difflib
+
+            known = sorted(type(self).param_specs())
+            close = difflib.get_close_matches(unknown[0], known, n=1)
+            raise ConfigError(f"model {type(self).__name__} has no parameter {unknown[0]!r}"
+                              + (f" (did you mean {close[0]!r}?)" if close else ""),
+                              f"its parameters are: {', '.join(known)}")
+        owner = type(self).__name__
+        for name, setting in TRAINING_SETTINGS.items():
+            value = training.get(name, effective[name])
+            setattr(self, name, setting.validate(owner, name, value))
         self.num_classes = num_classes
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.optimizer = optimizer
-        self.weight_decay = weight_decay
-        self.label_smoothing = label_smoothing
-        self.class_weights = class_weights
-        self.val_fraction = val_fraction
-        self.patience = patience
-        self.input_scale = input_scale
-        self.channels_first = channels_first
-        self.device = device
-        self.amp = amp
         self.seed = seed
-        self.num_workers = num_workers
-        self.checkpoint = checkpoint
+        self.device = device
+        self.train_state = train_state
         self.progress = progress
         self.module_: Any = None
         self.history_: list[dict[str, float]] = []
+
+    @classmethod
+    def param_specs(cls) -> dict[str, inspect.Parameter]:
+        from .base import init_params
+
+        return init_params(cls)
 
     # -- to override -------------------------------------------------------------------------
     def build(self, num_classes: int, input_shape: tuple[int, ...]) -> Any:
@@ -121,6 +391,28 @@ class TorchClassifier(Model):
     def augment(self, batch: Any) -> Any:
         """Training-time augmentation of a float NCHW batch on the device (default: none)."""
         return batch
+
+    def logits(self, output: Any) -> Any:
+        """The (N, classes) logits in the module's output (models returning more override)."""
+        return output
+
+    def loss(self, output: Any, target: Any) -> Any:
+        """The training loss of one batch: cross-entropy with the configured label smoothing
+        and class weights (``self.criterion_``). Models with more terms return ``(total,
+        {name: term})``; each term's epoch mean is kept in ``history_`` as ``loss_<name>``."""
+        return self.criterion_(self.logits(output).float(), target)
+
+    def cam_layer(self, module: Any) -> Any:
+        """The Grad-CAM target: ``cam_target`` if set, else the module's last Conv2d."""
+        from torch import nn
+
+        if self.cam_target:
+            return module.get_submodule(self.cam_target)
+        convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+        if not convs:
+            raise ConfigError(f"{type(self).__name__} has no convolution for Grad-CAM",
+                              "set the model's cam_target to a layer with a feature map")
+        return convs[-1]
 
     # -- data --------------------------------------------------------------------------------
     def to_tensor(self, X: np.ndarray) -> Any:
@@ -144,21 +436,36 @@ class TorchClassifier(Model):
             xb = xb.contiguous(memory_format=torch.channels_last)
         return xb
 
-    def _batches(self, X: Any, y: Any, shuffle: bool, gen: Any, device: Any) -> Iterator[Any]:
-        """Whole-dataset tensors; a DataLoader with pinned memory when the set is big on CUDA."""
+    def _epoch_order(self, y: Any, shuffle: bool, gen: Any) -> Any:
+        """Sample order of one epoch: a permutation, or a class-balanced draw with
+        replacement (``balanced_sampling``)."""
         import torch
 
-        n = X.shape[0]
+        n = y.shape[0]
+        if not shuffle:
+            return torch.arange(n)
+        if self.balanced_sampling:
+            counts = torch.bincount(y.cpu(), minlength=self.num_classes).double()
+            weights = (1.0 / counts.clamp_min(1))[y.cpu()]
+            return torch.multinomial(weights, n, replacement=True, generator=gen)
+        return torch.randperm(n, generator=gen)
+
+    def _batches(self, X: Any, y: Any, shuffle: bool, gen: Any, device: Any) -> Iterator[Any]:
+        """Batches of one epoch (see :func:`batch_slices`); a DataLoader with pinned memory and
+        worker processes on CUDA when ``num_workers`` > 0."""
+        import torch
+
+        order = self._epoch_order(y, shuffle, gen)
+        slices = batch_slices(len(order), self.batch_size)
         if device.type == "cuda" and self.num_workers > 0:
             ds = torch.utils.data.TensorDataset(X, y)
-            loader = torch.utils.data.DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle,
-                                                 generator=gen, num_workers=self.num_workers,
-                                                 pin_memory=True, persistent_workers=False)
+            loader = torch.utils.data.DataLoader(
+                ds, batch_sampler=[order[s].tolist() for s in slices],
+                num_workers=self.num_workers, pin_memory=True)
             yield from loader
             return
-        order = torch.randperm(n, generator=gen) if shuffle else torch.arange(n)
-        for start in range(0, n, self.batch_size):
-            idx = order[start:start + self.batch_size]
+        for s in slices:
+            idx = order[s]
             yield X[idx], y[idx]
 
     def _autocast(self, device: Any) -> Any:
@@ -170,6 +477,12 @@ class TorchClassifier(Model):
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
             return torch.autocast("cuda", dtype=dtype)
         return contextlib.nullcontext()
+
+    def _terms(self, output: Any, target: Any) -> tuple[Any, dict[str, Any]]:
+        out = self.loss(output, target)
+        if isinstance(out, tuple):
+            return out[0], dict(out[1])
+        return out, {}
 
     # -- fit / predict -----------------------------------------------------------------------
     def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> "TorchClassifier":
@@ -186,6 +499,10 @@ class TorchClassifier(Model):
             if groups is None:
                 raise ConfigError("val_fraction needs the training subjects (groups)")
             val_mask = subject_split(np.asarray(groups), self.val_fraction, self.seed)
+        if int((~val_mask).sum()) < 2:
+            raise ConfigError(f"{type(self).__name__} needs at least 2 training samples, got "
+                              f"{int((~val_mask).sum())}", "use a protocol with more training "
+                              "samples per fold, or a smaller val_fraction")
         Xt = self.to_tensor(X)
         yt = torch.from_numpy(y)
         if device.type == "cuda" and self.num_workers == 0:
@@ -203,13 +520,16 @@ class TorchClassifier(Model):
             counts = np.bincount(y[~val_mask], minlength=self.num_classes).astype(np.float64)
             weight = torch.tensor(len(y) / (self.num_classes * np.maximum(counts, 1)),
                                   dtype=torch.float32, device=device)
-        loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=self.label_smoothing)
-        opt = make_optimizer(self.optimizer, module.parameters(), self.lr, self.weight_decay)
+        self.criterion_ = nn.CrossEntropyLoss(weight=weight, label_smoothing=self.label_smoothing)
+        trainable = [p for p in module.parameters() if p.requires_grad]
+        opt = make_optimizer(self.optimizer, trainable, self.lr, self.weight_decay, self.momentum)
+        sched = (torch.optim.lr_scheduler.StepLR(opt, self.lr_step, self.lr_gamma)
+                 if self.lr_step else None)
         scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and self.amp
                                       and not torch.cuda.is_bf16_supported())
         gen = torch.Generator().manual_seed(self.seed)
         self.history_ = []
-        start_epoch, best, bad_epochs = self._resume(opt, gen)
+        start_epoch, best, bad_epochs = self._resume(opt, sched, gen)
         epochs = range(start_epoch, self.epochs)
         if self.progress and sys.stderr.isatty():
             from tqdm import tqdm
@@ -217,22 +537,27 @@ class TorchClassifier(Model):
             epochs = tqdm(epochs, desc="epochs", leave=False)
         for epoch in epochs:
             module.train()
-            total, count = 0.0, 0
+            sums: dict[str, float] = {}
+            count = 0
             for xb, yb in self._batches(Xtr, ytr, True, gen, device):
                 xb = self.augment(self._prepare(xb, device))
                 yb = yb.to(device, non_blocking=True)
                 with self._autocast(device):
-                    loss = loss_fn(module(xb), yb)
+                    loss, terms = self._terms(module(xb), yb)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(opt)
                 scaler.update()
-                total += float(loss.detach()) * len(yb)
-                count += len(yb)
-            record = {"epoch": epoch + 1, "loss": total / max(count, 1)}
+                n = len(yb)
+                count += n
+                for name, value in (("loss", loss), *((f"loss_{k}", v) for k, v in terms.items())):
+                    sums[name] = sums.get(name, 0.0) + float(value.detach()) * n
+            if sched is not None:
+                sched.step()
+            record = {"epoch": epoch + 1, **{k: v / max(count, 1) for k, v in sums.items()}}
             if len(val_idx):
                 record["val_loss"] = self._loss(Xt[val_idx.to(Xt.device)],
-                                                yt[val_idx.to(yt.device)], loss_fn, device)
+                                                yt[val_idx.to(yt.device)], device)
                 if record["val_loss"] < best[0]:
                     best = (record["val_loss"], {k: v.detach().clone()
                                                  for k, v in module.state_dict().items()})
@@ -240,7 +565,7 @@ class TorchClassifier(Model):
                 else:
                     bad_epochs += 1
             self.history_.append(record)
-            self._save_checkpoint(opt, gen, epoch + 1, best, bad_epochs)
+            self._save_train_state(opt, sched, gen, epoch + 1, best, bad_epochs)
             if len(val_idx) and bad_epochs >= self.patience:
                 log.info("early stop at epoch %d (validation subjects)", epoch + 1)
                 break
@@ -248,7 +573,8 @@ class TorchClassifier(Model):
             module.load_state_dict(best[1])
         return self
 
-    def _loss(self, X: Any, y: Any, loss_fn: Any, device: Any) -> float:
+    def _loss(self, X: Any, y: Any, device: Any) -> float:
+        """The mean training loss (all terms) on held-out validation samples."""
         import torch
 
         self.module_.eval()
@@ -257,7 +583,7 @@ class TorchClassifier(Model):
             for xb, yb in self._batches(X, y, False, None, device):
                 with self._autocast(device):
                     out = self.module_(self._prepare(xb, device))
-                total += float(loss_fn(out.float(), yb.to(device))) * len(yb)
+                total += float(self._terms(out, yb.to(device))[0]) * len(yb)
         return total / max(len(y), 1)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
@@ -273,9 +599,66 @@ class TorchClassifier(Model):
             for start in range(0, Xt.shape[0], self.batch_size):
                 xb = self._prepare(Xt[start:start + self.batch_size], device)
                 with self._autocast(device):
-                    logits = self.module_(xb)
+                    logits = self.logits(self.module_(xb))
                 out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.num_classes), dtype=np.float32)
+
+    # -- explanations ------------------------------------------------------------------------
+    def grad_cam(self, X: np.ndarray, targets: Sequence[int] | None = None) -> np.ndarray:
+        """(N, H, W) Grad-CAM maps in [0, 1] of :meth:`cam_layer`, upsampled to the input size,
+        for class ``targets`` (default: the predicted class)."""
+        import torch
+        import torch.nn.functional as F
+
+        from .explain import grad_cam, normalise_maps
+
+        if self.module_ is None:
+            raise ConfigError(f"{type(self).__name__} is not fitted", "call fit() or load weights")
+        module = self.module_
+        device = next(module.parameters()).device
+        Xt = self.to_tensor(X)
+        layer = self.cam_layer(module)
+        out = []
+        for start in range(0, Xt.shape[0], self.batch_size):
+            xb = self._prepare(Xt[start:start + self.batch_size], device)
+            tb = None if targets is None else list(targets)[start:start + len(xb)]
+            cams, _ = grad_cam(module, layer, xb, tb, forward=lambda x: self.logits(module(x)))
+            out.append(F.interpolate(cams[:, None], size=tuple(xb.shape[-2:]), mode="bilinear",
+                                     align_corners=False)[:, 0])
+        return normalise_maps(torch.cat(out)).cpu().numpy()
+
+    def display_images(self, X: np.ndarray) -> np.ndarray:
+        """The inputs as H×W×3 uint8 images to draw explanations on (models whose inputs are
+        not images, e.g. stacked frames or flow, override)."""
+        from .explain import as_display_image
+
+        return np.stack([as_display_image(x, self.channels_first) for x in np.asarray(X)])
+
+    def explain(self, X: np.ndarray, out_dir: str | os.PathLike,
+                targets: Sequence[int] | None = None, names: Sequence[str] | None = None,
+                labels: Sequence[str] | None = None) -> list[Path]:
+        """Write one Grad-CAM figure per input into ``out_dir`` (``gradcam_<name>.png``: the
+        input beside its overlay, titled with the predicted class and probability, with a colour
+        bar) and, for several inputs, a grid of all of them; returns the paths written.
+        ``names``: file-name stems (default 0, 1, ...); ``labels``: class names for titles."""
+        from .explain import save_cam_figure, save_cam_grid, safe_stem
+
+        X = np.asarray(X)
+        if names is not None and len(names) != len(X):
+            raise ConfigError(f"explain: {len(names)} names for {len(X)} inputs")
+        proba = self.predict_proba(X)
+        cams = self.grad_cam(X, targets)
+        images = self.display_images(X)
+        classes = list(labels) if labels is not None else [str(k) for k in range(proba.shape[1])]
+        titles = [f"predicted {classes[int(p.argmax())]} ({p.max():.2f})" for p in proba]
+        stems = [safe_stem(names[i] if names is not None else i) for i in range(len(X))]
+        out = Path(out_dir)
+        written = [save_cam_figure(out / f"gradcam_{stem}.png", image, cam, f"{stem}: {title}")
+                   for stem, image, cam, title in zip(stems, images, cams, titles)]
+        if len(X) > 1:
+            written.append(save_cam_grid(out / "gradcam_grid.png", images, cams,
+                                         [f"{s}: {t}" for s, t in zip(stems, titles)]))
+        return written
 
     # -- weights -----------------------------------------------------------------------------
     def input_shape(self, X: np.ndarray) -> tuple[int, ...]:
@@ -294,89 +677,72 @@ class TorchClassifier(Model):
         return self
 
     def init_module(self, input_shape: tuple[int, ...]) -> Any:
-        """Build the module without training (to load published weights)."""
+        """Build the module without training, for a full saved state to be loaded next."""
         self.module_ = self.build(self.num_classes, input_shape).to(resolve_device(self.device))
         return self.module_
 
     def load_weights(self, path: str | os.PathLike, input_shape: tuple[int, ...]) -> "TorchClassifier":
-        """Load a state dict (zip or legacy serialisation) with ``weights_only=True``; keys and
-        shapes must match the module exactly, else the mismatch is named."""
-        import torch
-
+        """Load a whole trained network (e.g. published per-fold weights, ``--checkpoints``):
+        every key and shape must match the module exactly, else the mismatch is named."""
         module = self.init_module(input_shape)
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001
-            raise CheckpointError(f"cannot read weights {path}: {exc}") from exc
-        for wrapper in ("state_dict", "model"):  # common wrappers, incl. our own checkpoints
-            if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-                state = state[wrapper]
-                break
-        if not isinstance(state, dict):
-            raise CheckpointError(f"{path} does not hold a state dict")
-        state = {k.removeprefix("module."): v for k, v in state.items()}
-        own = module.state_dict()
-        missing = sorted(set(own) - set(state))
-        extra = sorted(set(state) - set(own))
-        shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                  for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-        if missing or extra or shapes:
-            parts = ([f"missing keys {missing[:4]}"] if missing else []) + \
-                    ([f"unexpected keys {extra[:4]}"] if extra else []) + shapes[:4]
-            raise CheckpointError(f"weights {path} do not fit {type(self).__name__}: "
-                                  + "; ".join(parts))
-        module.load_state_dict(state)
+        load_pretrained(module, path, head=(), what=type(self).__name__,
+                        fix="pass weights saved from the same model and parameters")
         return self
 
+    # -- resumable training state ------------------------------------------------------------
     def _config_key(self) -> str:
         """What a saved training state must agree with to be resumed."""
         import hashlib
         import json
 
         params = {k: v for k, v in self.get_params().items()
-                  if k not in ("checkpoint", "progress", "device", "num_workers")}
+                  if k not in ("train_state", "progress", "device", "num_workers")}
         return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
 
-    def _save_checkpoint(self, opt: Any, gen: Any, epoch: int, best: tuple[float, Any],
-                         bad_epochs: int) -> None:
+    def _save_train_state(self, opt: Any, sched: Any, gen: Any, epoch: int,
+                          best: tuple[float, Any], bad_epochs: int) -> None:
         """Training state after ``epoch`` (the runner gives each fold of each run its own
         file), written atomically so a kill never leaves half a file."""
-        if not self.checkpoint:
+        if not self.train_state:
             return
         import torch
 
-        path = Path(self.checkpoint)
+        path = Path(self.train_state)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
         torch.save({"config": self._config_key(), "epoch": epoch,
                     "model": self.module_.state_dict(), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict() if sched is not None else None,
                     "history": self.history_, "best_loss": best[0], "best_state": best[1],
                     "bad_epochs": bad_epochs, "shuffle_rng": gen.get_state(),
                     "torch_rng": torch.get_rng_state()}, tmp)
         os.replace(tmp, path)
 
-    def _resume(self, opt: Any, gen: Any) -> tuple[int, tuple[float, Any], int]:
-        """Continue an interrupted fit from ``checkpoint``: (next epoch, best validation loss
+    def _resume(self, opt: Any, sched: Any, gen: Any) -> tuple[int, tuple[float, Any], int]:
+        """Continue an interrupted fit from ``train_state``: (next epoch, best validation loss
         and state, epochs without improvement). A file from another configuration is ignored."""
         fresh: tuple[int, tuple[float, Any], int] = (0, (math.inf, None), 0)
-        if not self.checkpoint or not Path(self.checkpoint).exists():
+        if not self.train_state or not Path(self.train_state).exists():
             return fresh
         import torch
 
         try:
-            state = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
+            state = torch.load(self.train_state, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - a damaged file: train from the start
-            log.warning("cannot resume from %s (%s); training from the start", self.checkpoint, exc)
+            log.warning("cannot resume from %s (%s); training from the start", self.train_state,
+                        exc)
             return fresh
         if state.get("config") != self._config_key():
             log.warning("%s holds another configuration's training; training from the start",
-                        self.checkpoint)
+                        self.train_state)
             return fresh
         self.module_.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
+        if sched is not None and state.get("scheduler") is not None:
+            sched.load_state_dict(state["scheduler"])
         self.history_ = list(state.get("history", []))
         gen.set_state(state["shuffle_rng"])
         torch.set_rng_state(state["torch_rng"])
-        log.info("resuming training from epoch %d (%s)", state["epoch"], self.checkpoint)
+        log.info("resuming training from epoch %d (%s)", state["epoch"], self.train_state)
         return int(state["epoch"]), (float(state["best_loss"]), state["best_state"]), \
             int(state["bad_epochs"])

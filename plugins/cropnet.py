@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -48,8 +47,9 @@ from typing import Any
 import numpy as np
 
 from merbench import MethodSpec, hookimpl
-from merbench.errors import CheckpointError, ConfigError
-from merbench.training import TorchClassifier, resolve_device
+from merbench.errors import ConfigError
+from merbench.training import (TorchClassifier, load_pretrained, resolve_device,
+                               resolve_pretrained)
 
 log = logging.getLogger(__name__)
 
@@ -230,66 +230,18 @@ def _module_class() -> type:
     return CropNetModule
 
 
-def _read_state_dict(path: Path) -> dict[str, Any]:
-    import torch
-
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"cannot read trunk weights {path}: {exc}",
-                              "pass a timm state dict (.safetensors or a torch .pth/.bin)") from exc
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} does not hold a state dict")
-    return {k.removeprefix("module."): v for k, v in state.items()}
-
-
-def cached_weights(model: Any) -> Path | None:
-    """The timm model's pretrained file if it is already in the local Hugging Face hub or torch
-    hub cache; nothing is downloaded."""
-    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
-    if cfg.get("hf_hub_id"):
-        from huggingface_hub import try_to_load_from_cache
-
-        for filename in ("model.safetensors", "pytorch_model.bin"):
-            found = try_to_load_from_cache(cfg["hf_hub_id"], filename)
-            if isinstance(found, str):
-                return Path(found)
-    if cfg.get("url"):
-        import torch
-
-        path = Path(torch.hub.get_dir()) / "checkpoints" / cfg["url"].rsplit("/", 1)[-1]
-        if path.is_file():
-            return path
-    return None
-
-
 class CropNet(TorchClassifier):
     """CropNet (seed 000): CGPO crops -> shared timm trunk -> per-crop FC + position embeddings
     -> FC. See the module docstring for the parameters' sources."""
 
-    def __init__(self, num_classes: int = 3, size: int = 320, crop: int = 160, alpha: float = 0.3,
-                 cgpo: bool = True, feature_dim: int = 3048, trunk: str = "rexnet_100",
+    defaults = {"epochs": 30, "batch_size": 32, "lr": 1e-3, "optimizer": "adamp",
+                "label_smoothing": 0.1}
+
+    def __init__(self, size: int = 320, crop: int = 160, alpha: float = 0.3, cgpo: bool = True,
+                 feature_dim: int = 3048, trunk: str = "rexnet_100",
                  pretrained: str | bool | None = None, dropout: float = 0.2,
-                 pos_variance: float = 0.2, augmentation: bool = True, epochs: int = 30,
-                 batch_size: int = 32, lr: float = 1e-3, optimizer: str = "adamp",
-                 weight_decay: float = 0.0, label_smoothing: float = 0.1,
-                 class_weights: bool = False, val_fraction: float = 0.0, patience: int = 10,
-                 device: str = "auto", amp: bool = True, seed: int = 0, num_workers: int = 0,
-                 checkpoint: str | None = None, progress: bool = False) -> None:
-        super().__init__(num_classes=num_classes, epochs=epochs, batch_size=batch_size, lr=lr,
-                         optimizer=optimizer, weight_decay=weight_decay,
-                         label_smoothing=label_smoothing, class_weights=class_weights,
-                         val_fraction=val_fraction, patience=patience, input_scale=1 / 255,
-                         channels_first=False, device=device, amp=amp, seed=seed,
-                         num_workers=num_workers, checkpoint=checkpoint, progress=progress)
+                 pos_variance: float = 0.2, augmentation: bool = True, **training: Any) -> None:
+        super().__init__(**training)
         self.size = size
         self.crop = crop
         self.alpha = alpha
@@ -329,35 +281,12 @@ class CropNet(TorchClassifier):
 
     def _load_trunk_weights(self, model: Any) -> str:
         """Apply ``pretrained`` to the timm model; returns the ``init_`` record."""
-        if self.pretrained is False or self.pretrained in ("none", "random"):
+        path = resolve_pretrained(self.pretrained, self.trunk, "cropnet")
+        if path is None:
             return "random"
-        if self.pretrained is None or self.pretrained is True:
-            path = cached_weights(model)
-            if path is None:
-                if self.pretrained is True:
-                    raise CheckpointError(f"no cached ImageNet weights for {self.trunk!r} (timm "
-                                          "looks in the Hugging Face / torch hub cache)",
-                                          "pass model.pretrained=PATH to a local weights file")
-                log.info("cropnet: no cached weights for %s, random init", self.trunk)
-                return "random"
-        else:
-            path = Path(str(self.pretrained)).expanduser()
-            if not path.is_file():
-                raise CheckpointError(f"trunk weights file {path} does not exist",
-                                      "pass model.pretrained=PATH to a local timm state dict")
-        state = _read_state_dict(path)
-        head = str(dict(getattr(model, "pretrained_cfg", {}) or {}).get("classifier", "")) or "\0"
-        state = {k: v for k, v in state.items() if not k.startswith(head + ".")}
-        own = model.state_dict()
-        missing = sorted(set(own) - set(state))
-        extra = sorted(set(state) - set(own))
-        shapes = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-        if missing or extra or shapes:
-            raise CheckpointError(f"weights {path} do not fit timm {self.trunk!r}: missing "
-                                  f"{missing[:3]}, unexpected {extra[:3]}, shape {shapes[:3]}",
-                                  "pass the ImageNet weights of the same timm model")
-        model.load_state_dict(state)
-        log.info("cropnet: trunk %s initialised from %s", self.trunk, path)
+        load_pretrained(model, path, head=(str(dict(getattr(model, "pretrained_cfg", {}) or {})
+                                                .get("classifier", "")) or "fc",),
+                        what=f"cropnet trunk {self.trunk}")
         return f"pretrained:{path}"
 
     def build(self, num_classes: int, input_shape: tuple[int, ...],
@@ -456,31 +385,20 @@ class CropNet(TorchClassifier):
         return normalise_maps(torch.cat(out)).cpu().numpy()
 
     def explain(self, X: np.ndarray, out_dir: str | Path, targets: Sequence[int] | None = None,
-                names: Sequence[str] | None = None) -> list[Path]:
-        """Write explanation PNGs for the model's inputs ``X`` (N, H, W, 3 uint8, as given to
-        ``predict_proba``) into ``out_dir``; returns the paths written:
-        ``position_similarity.png`` (CGPO only) and ``gradcam_<name>.png`` per sample (input |
-        overlay side by side). ``targets``: class per sample (default: the predicted class);
-        ``names``: file-name stems (e.g. sample ids; default 0, 1, ...)."""
-        from merbench.explain import overlay, save_matrix_heatmap, save_rgb
+                names: Sequence[str] | None = None,
+                labels: Sequence[str] | None = None) -> list[Path]:
+        """The shared Grad-CAM figures (:meth:`TorchClassifier.explain`, with the crop maps of
+        :meth:`grad_cam`) plus ``position_similarity.png``, the cosine similarities of the
+        position embeddings (CGPO only)."""
+        from merbench.explain import save_matrix_heatmap
 
-        out = Path(out_dir)
-        written: list[Path] = []
-        X = np.asarray(X)
-        if names is not None and len(names) != len(X):
-            raise ConfigError(f"explain: {len(names)} names for {len(X)} inputs")
+        written = super().explain(X, out_dir, targets, names, labels)
         if self.cgpo:
             sim = self.position_similarity()
             written.append(save_matrix_heatmap(
-                out / "position_similarity.png", sim, [f"p{i + 1}" for i in range(len(sim))],
+                Path(out_dir) / "position_similarity.png", sim,
+                [f"p{i + 1}" for i in range(len(sim))],
                 title="cosine similarity of position embeddings (row-major crops)"))
-        cams = self.grad_cam(X, targets)
-        for i, (image, cam) in enumerate(zip(X, cams)):
-            stem = re.sub(r"[^A-Za-z0-9._-]+", "_", str(names[i] if names is not None else i))
-            image = image if image.dtype == np.uint8 else np.clip(image, 0, 255).astype(np.uint8)
-            panel = np.concatenate([np.broadcast_to(image[..., :3], cam.shape + (3,)),
-                                    overlay(image[..., :3], cam)], axis=1)
-            written.append(save_rgb(out / f"gradcam_{stem}.png", panel))
         return written
 
 

@@ -115,19 +115,11 @@ def __getattr__(name: str) -> Any:
 class DualInception(TorchClassifier):
     """Dual-Inception on 28×28 flow images; defaults from the authors' released code."""
 
-    def __init__(self, num_classes: int = 3, streams: tuple[int, int] = (0, 1),
-                 hidden: int = 1024, epochs: int = 40, batch_size: int = 3, lr: float = 1e-4,
-                 optimizer: str = "adam", weight_decay: float = 0.0,
-                 label_smoothing: float = 0.0, class_weights: bool = False,
-                 val_fraction: float = 0.2, patience: int = 40, input_scale: float = 1 / 255,
-                 channels_first: bool = False, device: str = "auto", amp: bool = True,
-                 seed: int = 0, checkpoint: str | None = None, progress: bool = False) -> None:
-        super().__init__(num_classes=num_classes, epochs=epochs, batch_size=batch_size, lr=lr,
-                         optimizer=optimizer, weight_decay=weight_decay,
-                         label_smoothing=label_smoothing, class_weights=class_weights,
-                         val_fraction=val_fraction, patience=patience, input_scale=input_scale,
-                         channels_first=channels_first, device=device, amp=amp, seed=seed,
-                         checkpoint=checkpoint, progress=progress)
+    defaults = {"epochs": 40, "batch_size": 3, "lr": 1e-4, "val_fraction": 0.2, "patience": 40}
+
+    def __init__(self, streams: tuple[int, int] = (0, 1), hidden: int = 1024,
+                 **training: Any) -> None:
+        super().__init__(**training)
         self.streams = streams
         self.hidden = hidden
 

@@ -117,18 +117,11 @@ def __getattr__(name: str) -> Any:
 class STSTNet(TorchClassifier):
     """STSTNet on 28×28×3 (u, v, strain) flow images, published defaults (METHODS §9)."""
 
-    def __init__(self, num_classes: int = 3, epochs: int = 500, batch_size: int = 256,
-                 lr: float = 5e-5, optimizer: str = "adam", weight_decay: float = 0.0,
-                 dropout: float = 0.5, label_smoothing: float = 0.0, class_weights: bool = False,
-                 val_fraction: float = 0.0, patience: int = 10, input_scale: float = 1.0,
-                 channels_first: bool = False, device: str = "auto", amp: bool = False,
-                 seed: int = 0, checkpoint: str | None = None, progress: bool = False) -> None:
-        super().__init__(num_classes=num_classes, epochs=epochs, batch_size=batch_size, lr=lr,
-                         optimizer=optimizer, weight_decay=weight_decay,
-                         label_smoothing=label_smoothing, class_weights=class_weights,
-                         val_fraction=val_fraction, patience=patience, input_scale=input_scale,
-                         channels_first=channels_first, device=device, amp=amp, seed=seed,
-                         checkpoint=checkpoint, progress=progress)
+    defaults = {"epochs": 500, "batch_size": 256, "lr": 5e-5, "input_scale": 1.0, "amp": False}
+    cam_target = "maxpool"  # the fused streams' pooled 16-channel map (convs run functionally)
+
+    def __init__(self, dropout: float = 0.5, **training: Any) -> None:
+        super().__init__(**training)
         self.dropout = dropout
 
     def build(self, num_classes: int, input_shape: tuple[int, ...]) -> Any:

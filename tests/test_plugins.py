@@ -218,7 +218,8 @@ def test_unknown_names_suggest_close_matches(call, message: str) -> None:
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"model.Cee": 1}, r"model 'logreg' has no parameter 'Cee' \(its parameters are: num_classes, C"),
+    ({"model.Cee": 1}, r"model 'logreg' has no parameter 'Cee' \(did you mean model.C\?\) "
+                       r"\(valid keys: model.C, model.max_iter"),
     ({"apex-diff.sise": 3}, r"step 'apex-diff' has no parameter 'sise'"),
     ({"face-crop.size": 3}, (r"--set face-crop.size: method 'diff-logreg' has no part "
                              r"'face-crop' \(use model.PARAM or one of its steps: apex-diff")),

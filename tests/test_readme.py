@@ -21,7 +21,7 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
     assert test_cmd[0] in ci, "the test command in README.md and .ci/run differ"
 
 
-def test_readme_plugin_example_registers_and_runs(tmp_path: Path) -> None:
+def test_readme_plugin_example_registers_and_runs(tmp_path: Path, tiny) -> None:
     import types
 
     import numpy as np
@@ -44,5 +44,19 @@ def test_readme_plugin_example_registers_and_runs(tmp_path: Path) -> None:
         X = np.random.default_rng(1).random((8, 4, 4)).astype(np.float32)
         proba = model.fit(X, np.array([0, 1] * 4)).predict_proba(X)
         assert proba.shape == (8, 2) and np.allclose(proba.sum(1), 1, atol=1e-5)
+        # every effective setting is a parameter, with the model's own defaults
+        params = merbench.model("tinynet", batch_size=7).get_params()
+        assert params["batch_size"] == 7 and params["epochs"] == 20 and params["lr"] == 1e-2
+        assert params["optimizer"] == "adam" and params["hidden"] == 16
+        # ... and the stored run records them all
+        result = merbench.run(protocol="synthetic-loso", method="mean-motion-tinynet",
+                              overrides={"model.batch_size": 5, "model.epochs": 2},
+                              dataset_params=tiny, store=str(tmp_path / "s.sqlite"))
+        stored = result.params
+        from merbench.training import TRAINING_SETTINGS
+
+        assert {f"model.{k}" for k in TRAINING_SETTINGS} <= set(stored)
+        assert stored["model.batch_size"] == 5 and stored["model.epochs"] == 2
+        assert stored["model.lr"] == 1e-2 and stored["model.hidden"] == 16
     finally:
         unregister_plugin("readme_plugin")

@@ -18,7 +18,7 @@ from merbench.types import Sample
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.mark.parametrize("key", ["model.seed", "model.checkpoint", "model.num_classes"])
+@pytest.mark.parametrize("key", ["model.seed", "model.train_state", "model.num_classes"])
 def test_runner_owned_parameters_cannot_be_set(key: str) -> None:
     with pytest.raises(ConfigError, match="set by the runner"):
         merbench.method("ststnet", {key: 1})
@@ -39,7 +39,7 @@ def test_interrupted_training_resumes_exactly(tmp_path: Path) -> None:
     straight = merbench.model("ststnet", **params).fit(X, y)
 
     state = tmp_path / "fold000.pt"
-    interrupted = merbench.model("ststnet", checkpoint=str(state), **params)
+    interrupted = merbench.model("ststnet", train_state=str(state), **params)
     calls = {"n": 0}
 
     def stop_after_three_epochs(batch):  # 3 batches per epoch
@@ -53,13 +53,13 @@ def test_interrupted_training_resumes_exactly(tmp_path: Path) -> None:
         interrupted.fit(X, y)
     assert torch.load(state, weights_only=True)["epoch"] == 3
 
-    resumed = merbench.model("ststnet", checkpoint=str(state), **params).fit(X, y)
+    resumed = merbench.model("ststnet", train_state=str(state), **params).fit(X, y)
     assert [h["epoch"] for h in resumed.history_] == [1, 2, 3, 4, 5, 6]
     for (k, a), b in zip(straight.module_.state_dict().items(),
                          resumed.module_.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-6), k
 
-    other = merbench.model("ststnet", checkpoint=str(state), **{**params, "lr": 0.02}).fit(X, y)
+    other = merbench.model("ststnet", train_state=str(state), **{**params, "lr": 0.02}).fit(X, y)
     assert [h["epoch"] for h in other.history_] == [1, 2, 3, 4, 5, 6]  # another config: fresh
 
 
