@@ -12,8 +12,9 @@ import io
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
+
+from .atomic import write_bytes
 from typing import Any, Callable
 
 import numpy as np
@@ -76,8 +77,8 @@ class Cache:
         raw = buf.getvalue()
         meta = {"sha256": hashlib.sha256(raw).hexdigest(), "shape": list(np.shape(array)),
                 "dtype": str(np.asarray(array).dtype), **(info or {})}
-        _atomic_write(data_path, raw)
-        _atomic_write(meta_path, json.dumps(meta, default=str).encode())
+        write_bytes(data_path, raw)
+        write_bytes(meta_path, json.dumps(meta, default=str).encode())
 
     def get_or_compute(self, parts: Any, compute: Callable[[], np.ndarray],
                        info: dict[str, Any] | None = None) -> np.ndarray:
@@ -90,14 +91,3 @@ class Cache:
         value = np.asarray(compute())
         self.put(key, value, info)
         return value
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

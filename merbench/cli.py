@@ -200,7 +200,9 @@ def leaderboard(protocol: str | None, fmt: str, output: str | None, store: str |
     st = Store(path) if path.exists() else None
     text = render(leaderboard_rows(st, protocol, not no_published), fmt)
     if output:
-        Path(output).write_text(text)
+        from .atomic import write_text
+
+        write_text(output, text)
         click.echo(f"wrote {output}")
     else:
         click.echo(text)

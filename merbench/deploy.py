@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .atomic import atomic_path
 from .errors import CheckpointError, DataError
 from .methods import Method
 from .types import Sample
@@ -65,9 +66,8 @@ def train(method: str, dataset: str, root: str | None = None, labels: str = "nat
             "trained_on": {"dataset": dataset, "labels": labels, "samples": len(kept),
                            "seed": seed},
             "init": getattr(model, "init_", None), "state": _to_tensors(model.get_state())}
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(ckpt, output)
+    with atomic_path(output) as tmp:  # a failed save never destroys an existing good file
+        torch.save(ckpt, tmp)
     return {k: v for k, v in ckpt.items() if k != "state"}
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .atomic import atomic_path, write_bytes
 from .errors import ConfigError
 
 
@@ -90,25 +91,20 @@ def save_rgb(path: str | Path, image: np.ndarray) -> Path:
     """Write an H×W×3 RGB uint8 image as PNG (parents created)."""
     import cv2
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR)):
-        raise ConfigError(f"cannot write {path}", "check the output folder is writable")
-    return path
+    ok, data = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ConfigError(f"cannot encode {path} as PNG")
+    return write_bytes(path, data.tobytes())
 
 
 def save_matrix_heatmap(path: str | Path, matrix: np.ndarray, labels: Sequence[str],
                         title: str = "", vmin: float = -1.0, vmax: float = 1.0) -> Path:
     """A square matrix (e.g. cosine similarities) as an annotated PNG heat map."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     matrix = np.asarray(matrix, dtype=float)
     n = len(labels)
     if matrix.shape != (n, n):
         raise ConfigError(f"heat map: matrix {matrix.shape} does not match {n} labels")
-    fig = Figure(figsize=(1.0 + 0.55 * n, 0.6 + 0.55 * n), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = new_figure(1.0 + 0.55 * n, 0.6 + 0.55 * n)
     ax = fig.add_subplot(1, 1, 1)
     im = ax.imshow(matrix, cmap="coolwarm", vmin=vmin, vmax=vmax)
     ax.set_xticks(range(n), labels)
@@ -119,10 +115,7 @@ def save_matrix_heatmap(path: str | Path, matrix: np.ndarray, labels: Sequence[s
         ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path)
 
 
 def safe_stem(name: Any) -> str:
@@ -151,7 +144,8 @@ def as_display_image(x: np.ndarray, channels_first: bool = False) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
-def _figure(width: float, height: float) -> Any:
+def new_figure(width: float, height: float) -> Any:
+    """A matplotlib Figure on an Agg canvas (no pyplot state, no display)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -181,24 +175,25 @@ def _cam_axes(fig: Any, axes: Any, image: np.ndarray, cam: np.ndarray, title: st
 
 def save_cam_figure(path: str | Path, image: np.ndarray, cam: np.ndarray, title: str = "") -> Path:
     """A PNG with the input beside its Grad-CAM overlay, a colour bar and a title."""
-    fig = _figure(6.4, 3.4)
+    fig = new_figure(6.4, 3.4)
     _cam_axes(fig, fig.subplots(1, 2), image, cam, title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def save_cam_grid(path: str | Path, images: Sequence[np.ndarray], cams: Sequence[np.ndarray],
                   titles: Sequence[str]) -> Path:
     """One page with a row (input | overlay) per sample."""
     n = len(images)
-    fig = _figure(6.4, 3.0 * n)
+    fig = new_figure(6.4, 3.0 * n)
     axes = fig.subplots(n, 2, squeeze=False)
     for row, image, cam, title in zip(axes, images, cams, titles):
         _cam_axes(fig, row, image, cam, title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _save(fig: Any, path: str | Path) -> Path:
+def save_figure(fig: Any, path: str | Path, **kwargs: Any) -> Path:
+    """Save a figure atomically; the format follows the suffix (.png, .svg, .pdf)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", bbox_inches="tight", **kwargs)
     return path

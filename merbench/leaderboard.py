@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .atomic import write_text
 from .errors import ConfigError, DataError
 from .protocols import load_protocol
 from .runner import stored_report
@@ -187,6 +188,6 @@ def write_tables(rows: list[dict[str, Any]], directory: str | Path, stem: str) -
     for fmt, ext in (("md", "md"), ("csv", "csv"), ("latex", "tex"), ("json", "json"),
                      ("html", "html")):
         path = directory / f"{stem}.{ext}"
-        path.write_text(render(rows, fmt))
+        write_text(path, render(rows, fmt))
         paths.append(path)
     return paths

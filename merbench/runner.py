@@ -252,6 +252,9 @@ def run_fold(method: Method, job: FoldJob, X: np.ndarray | str, num_classes: int
         info["init"] = model.init_
     if getattr(model, "history_", None):
         info["final_loss"] = model.history_[-1].get("loss")
+        info["history"] = list(model.history_)
+    if hasattr(model, "fold_artifacts"):  # arrays the driver stores beside the fold
+        info["_artifacts"] = {k: np.asarray(v) for k, v in model.fold_artifacts(X_test).items()}
     info["seconds"] = round(time.time() - started, 3)
     info["started"] = started_at
     return proba, info
@@ -436,6 +439,11 @@ def _run_folds(st: Store, run_id: str, proto: Protocol, meth: Method,
 
     def save(job: FoldJob, proba: np.ndarray, info: dict[str, Any]) -> None:
         started = info.pop("started")
+        artifacts = info.pop("_artifacts", None)
+        if artifacts:
+            info["artifacts"] = str(save_artifacts(
+                Path(st.path).parent / "artifacts" / run_id / f"fold{job.fold.index:03d}.npz",
+                artifacts, [kept[k].id for k in job.test_idx]))
         preds = [(kept[k].id, kept[k].label, classes[int(np.argmax(p))],
                   {c: round(float(v), 6) for c, v in zip(classes, p)})
                  for k, p in zip(job.test_idx, proba)]
@@ -468,6 +476,19 @@ def _run_folds(st: Store, run_id: str, proto: Protocol, meth: Method,
                         f.cancel()
                     raise
     bar.close()
+
+
+def save_artifacts(path: Path, arrays: Mapping[str, np.ndarray], sample_ids: Sequence[str]
+                   ) -> Path:
+    """A fold's model artifacts (``model.fold_artifacts(X_test)``: e.g. test latents) as one
+    .npz beside the store, with the fold's test sample ids in ``sample_ids`` (same order)."""
+    import io
+
+    from .atomic import write_bytes
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, sample_ids=np.array(list(sample_ids)), **arrays)
+    return write_bytes(path, buf.getvalue())
 
 
 def stored_report(st: Store, rec: Any) -> tuple[dict[str, Any], list[Prediction]]:
