@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from merbench import Clip, MethodSpec, Model, Step, hookimpl
-from merbench.clips import resize_image, resolve_apex, to_grey
+from merbench.clips import check_size, resize_image, resolve_apex, to_grey
 
 
 class ApexDiff(Step):
@@ -30,16 +30,25 @@ class ApexDiff(Step):
 
 
 class ApexFrame(Step):
-    """The grey apex frame resized to ``size`` (appearance only: no motion information)."""
+    """The apex frame resized to ``size`` (appearance only: no motion information), float32:
+    grey H×W by default, H×W×3 RGB with ``grey=False`` (for ImageNet backbones). After a
+    ``face-crop`` step this is the face-cropped apex frame."""
 
     name = "apex-frame"
     version = "1"
 
-    def __init__(self, size: int | None = 32) -> None:
+    def __init__(self, size: int | None = 32, grey: bool = True) -> None:
+        check_size(size, self.name)
         self.size = size
+        self.grey = grey
 
     def __call__(self, clip: Clip) -> np.ndarray:
-        return resize_image(to_grey(clip.frames[resolve_apex(clip)[0]]).astype(np.float32), self.size)
+        frame = clip.frames[resolve_apex(clip)[0]]
+        if self.grey:
+            frame = to_grey(frame)
+        elif frame.ndim == 2:  # a grey clip: the three channels of an RGB input are equal
+            frame = np.repeat(frame[..., None], 3, axis=2)
+        return resize_image(frame.astype(np.float32), self.size)
 
 
 def full_proba(proba: np.ndarray, seen: np.ndarray, num_classes: int) -> np.ndarray:
