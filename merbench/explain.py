@@ -212,7 +212,8 @@ def save_overlay_grid(path: str | Path, images: Sequence[np.ndarray],
         raise ConfigError(f"overlay grid: {len(images)} images for {len(rows)} rows of maps")
     cols = 1 + max(len(r) for r in rows)
     fig = new_figure(2.1 * cols + 0.6, 2.3 * len(rows))
-    axes = fig.subplots(len(rows), cols, squeeze=False)
+    axes = fig.subplots(len(rows), cols + 1, squeeze=False,
+                        gridspec_kw={"width_ratios": [1.0] * cols + [0.06]})
     for k, (image, panels) in enumerate(zip(images, rows)):
         row = axes[k]
         row[0].imshow(image)
@@ -220,8 +221,7 @@ def save_overlay_grid(path: str | Path, images: Sequence[np.ndarray],
         for ax, (cam, title) in zip(row[1:], panels):
             ax.imshow(overlay(image, np.asarray(cam)))
             ax.set_title(title, fontsize=7)
-        for ax in row:
+        for ax in row[:-1]:
             ax.set_axis_off()
-        fig.colorbar(ScalarMappable(Normalize(0, 1), colormaps["jet"]), ax=row[len(panels)],
-                     fraction=0.046, pad=0.04)
+        fig.colorbar(ScalarMappable(Normalize(0, 1), colormaps["jet"]), cax=row[-1])
     return save_figure(fig, path)
