@@ -7,7 +7,7 @@ Published (seed 001, sample-level 70/30, F1 after 10 / 50 epochs): Micro-Attenti
 
 On the built-in synthetic set (the real databases are licence-restricted and not shipped)::
 
-    python benchmarks/seed001.py                       # 2 CPU threads, 112×112 inputs
+    python benchmarks/seed001.py                       # 2 CPU threads, 64×64 inputs
     python benchmarks/seed001.py --size 224 --epochs 10,50 --pretrained ~/weights/resnet18.pth
 
 On the real databases (the seed's table: CASME II 5 classes, MMEW 6 emotions; 224×224 as
@@ -87,8 +87,9 @@ def main() -> None:
     parser.add_argument("--data-root", action="append", default=[], metavar="NAME=DIR",
                         help="casme2=DIR and/or mmew=DIR: run on the real databases")
     parser.add_argument("--epochs", default="10,50", help="comma-separated epoch counts")
-    parser.add_argument("--size", type=int, default=112,
-                        help="input side in pixels (the seed: 224); 0 keeps the methods' sizes")
+    parser.add_argument("--size", type=int, default=64,
+                        help="input side in pixels (the seed: 224; the synthetic frames are "
+                             "64×64, larger only upsamples them); 0 keeps the methods' sizes")
     parser.add_argument("--subjects", type=int, default=10, help="synthetic subjects")
     parser.add_argument("--pretrained", default=None, help="local ResNet-18 state dict")
     parser.add_argument("--methods", default=None, help="comma-separated subset of ROWS")

@@ -172,16 +172,8 @@ def modules() -> SimpleNamespace:
                     m.eval()
             return self
 
-    for cls in (MicroAttention, BasicBlock, PreActBlock, MicroAttentionNet):
-        cls.__qualname__ = cls.__name__
     return SimpleNamespace(MicroAttention=MicroAttention, BasicBlock=BasicBlock,
                            PreActBlock=PreActBlock, MicroAttentionNet=MicroAttentionNet)
-
-
-def __getattr__(name: str) -> Any:  # pickle finds the lazily defined classes here
-    if name in ("MicroAttention", "BasicBlock", "PreActBlock", "MicroAttentionNet"):
-        return getattr(modules(), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_network(backbone: str, in_chans: int, num_classes: int,
@@ -212,7 +204,7 @@ def build_network(backbone: str, in_chans: int, num_classes: int,
 def attention_prefixes(module: Any) -> tuple[str, ...]:
     """State-dict prefixes of the attention units (``layer1.0.attention``, ...)."""
     return tuple(name for name, m in module.named_modules()
-                 if type(m).__name__ == "MicroAttention")
+                 if isinstance(m, modules().MicroAttention))
 
 
 class MicroAttentionResNet(TorchClassifier):
