@@ -49,6 +49,11 @@ class Cache:
         return folder / f"{key}.npy", folder / f"{key}.json"
 
     def get(self, key: str) -> np.ndarray | None:
+        entry = self.get_entry(key)
+        return None if entry is None else entry[0]
+
+    def get_entry(self, key: str) -> tuple[np.ndarray, dict[str, Any]] | None:
+        """(array, its JSON sidecar) or None when absent or damaged (then removed)."""
         if not self.enabled:
             return None
         data_path, meta_path = self._paths(key)
@@ -65,7 +70,7 @@ class Cache:
             for p in (data_path, meta_path):
                 p.unlink(missing_ok=True)
             return None
-        return array
+        return array, meta
 
     def put(self, key: str, array: np.ndarray, info: dict[str, Any] | None = None) -> None:
         if not self.enabled:
@@ -82,12 +87,20 @@ class Cache:
 
     def get_or_compute(self, parts: Any, compute: Callable[[], np.ndarray],
                        info: dict[str, Any] | None = None) -> np.ndarray:
+        return self.get_or_compute_noted(parts, lambda: (compute(), []), info)[0]
+
+    def get_or_compute_noted(self, parts: Any,
+                             compute: Callable[[], tuple[np.ndarray, list[str]]],
+                             info: dict[str, Any] | None = None) -> tuple[np.ndarray, list[str]]:
+        """Like :meth:`get_or_compute` for a computation that also reports notes (e.g. a
+        preprocessing fallback); the notes are cached with the array and returned on a hit."""
         key = make_key(parts)
-        hit = self.get(key)
+        hit = self.get_entry(key)
         if hit is not None:
             self.hits += 1
-            return hit
+            return hit[0], list(hit[1].get("notes", []))
         self.misses += 1
-        value = np.asarray(compute())
-        self.put(key, value, info)
-        return value
+        value, notes = compute()
+        value = np.asarray(value)
+        self.put(key, value, {**(info or {}), "notes": list(notes)})
+        return value, list(notes)

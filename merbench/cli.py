@@ -121,6 +121,7 @@ def run(protocol: str, method: str, data_root: tuple[str, ...], data_param: tupl
     """Run METHOD under PROTOCOL; an interrupted run resumes when run again."""
     from .methods import parse_value
     from .runner import run as do_run
+    from .runner import run_seeds
 
     dparams: dict[str, dict[str, Any]] = {}
     for key, value in _pairs(data_param, "--data-param").items():
@@ -128,11 +129,13 @@ def run(protocol: str, method: str, data_root: tuple[str, ...], data_param: tupl
         if not param:
             raise ConfigError(f"--data-param {key} needs NAME.KEY", "e.g. synthetic.subjects=6")
         dparams.setdefault(name, {})[param] = parse_value(value)
-    results = do_run(protocol=protocol, method=method, data_roots=_pairs(data_root, "--data-root"),
-                     seed=seed, seeds=seeds, overrides=_pairs(sets, "--set"), device=device,
-                     workers=workers, store=store, cache_dir=cache_dir, use_cache=not no_cache,
-                     quiet=quiet or not sys.stderr.isatty(), dataset_params=dparams,
-                     inputs=inputs, checkpoints=checkpoints, skip_bad=skip_bad, rerun=rerun)
+    kwargs = dict(protocol=protocol, method=method, data_roots=_pairs(data_root, "--data-root"),
+                  overrides=_pairs(sets, "--set"), device=device, workers=workers, store=store,
+                  cache_dir=cache_dir, use_cache=not no_cache,
+                  quiet=quiet or not sys.stderr.isatty(), dataset_params=dparams, inputs=inputs,
+                  checkpoints=checkpoints, skip_bad=skip_bad, rerun=rerun)
+    results = run_seeds(seeds=seeds, seed=seed, **kwargs) if seeds is not None \
+        else do_run(seed=seed, **kwargs)
     if isinstance(results, list) and as_json:
         from .metrics import report_to_dict
 
@@ -244,7 +247,7 @@ def data_check(name: str, root: str | None, param: tuple[str, ...]) -> None:
     """Validate an installation: missing clips or frames, apex outside onset..offset, duplicates,
     unreadable frames. Exits non-zero when something would corrupt a benchmark."""
     ds = _open(name, root, param)
-    from .runner import progress_bar
+    from .preprocess import progress_bar
 
     problems = []
     bar = progress_bar(len(ds.samples), f"checking {name}", sys.stderr.isatty())

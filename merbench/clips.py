@@ -9,10 +9,11 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError, DataError
-from .types import Clip
+from .types import Clip, middle_frame
 
 
-def _where(clip: Clip) -> str:
+def where(clip: Clip) -> str:
+    """How errors name a clip: its sample id, or "clip" for an anonymous one."""
     return clip.sample_id or "clip"
 
 
@@ -54,7 +55,7 @@ def resolve_apex(clip: Clip) -> tuple[int, bool]:
     it); without one, the middle frame of onset..end, flagged as estimated (SMIC has no apex).
     """
     if clip.apex is None:
-        return (clip.onset + clip.end) // 2, True
+        return middle_frame(clip.onset, clip.end), True
     return int(clip.apex), bool(clip.apex_estimated)
 
 
@@ -87,7 +88,7 @@ def span_key_frames(clip: Clip, n_key: int) -> tuple[int, tuple[int, ...], int, 
     """(start, key frames, apex, apex estimated) of a clip, after checking its indices."""
     clip.validate()
     apex, estimated = resolve_apex(clip)
-    start, end = clip_span(clip.onset, apex, clip.end, _where(clip))
+    start, end = clip_span(clip.onset, apex, clip.end, where(clip))
     return start, key_frame_indices(start, end, n_key), apex, estimated
 
 

@@ -101,6 +101,20 @@ class Dataset:
         return problems
 
 
+class DatasetView(Dataset):
+    """The samples of one dataset name inside another dataset (e.g. the casme2 rows of a
+    precomputed-inputs index); loading goes to the source."""
+
+    def __init__(self, source: Dataset, name: str) -> None:
+        self.source = source
+        samples = [s for s in source.samples if s.dataset == name]
+        super().__init__(samples, name=name, label_spaces=source.label_spaces,
+                         classes=source._classes)
+
+    def load(self, sample: Sample) -> Clip | np.ndarray:
+        return self.source.load(sample)
+
+
 @dataclass(frozen=True)
 class Erratum:
     """A known error in a released annotation file, fixed by sample id (never by row number)."""

@@ -6,21 +6,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .leaderboard import leaderboard_rows, render, write_tables
-from .plugins import registry
+from .plugins import entries
 from .store import Store
 
 PROTOCOL = "synthetic-loso"
-# (method, overrides): every built-in method fast enough for 2 CPU cores in the time budget.
-DEMO_METHODS: list[tuple[str, dict[str, Any]]] = [
-    ("chance", {}),
-    ("apex-logreg", {}),
-    ("diff-logreg", {}),
-    ("lbptop-svm", {}),
-    ("lbpsip-svm", {}),
-    # the published 500 epochs take ~1.5 min more on 2 cores; 100 keep the demo under 3 min
-    ("flow-ststnet", {"model.epochs": 100}),
-]
 DEFAULT_STORE = Path("merbench-results") / "demo.sqlite"
+
+
+def demo_methods() -> list[tuple[str, dict[str, Any]]]:
+    """(method, overrides) of every registered method whose plugin put it in the demo (its
+    MethodSpec's ``demo``), in name order."""
+    return [(e.name, dict(e.factory.demo)) for e in entries("method")
+            if getattr(e.factory, "demo", None) is not None]
 
 
 def run_demo(store: str | Path | None = None, output: str | Path | None = None, workers: int = 2,
@@ -28,11 +25,7 @@ def run_demo(store: str | Path | None = None, output: str | Path | None = None, 
     from .runner import run
 
     st = Store(store or DEFAULT_STORE)
-    methods = registry()["method"]
-    for name, overrides in DEMO_METHODS:
-        if name not in methods:
-            echo(f"skipping {name}: not registered")
-            continue
+    for name, overrides in demo_methods():
         start = time.time()
         result = run(protocol=PROTOCOL, method=name, overrides=overrides, store=st,
                      workers=workers, quiet=True)

@@ -44,14 +44,17 @@ def train(method: str, dataset: str, root: str | None = None, labels: str = "nat
 
     from . import __version__
     from . import dataset as open_dataset
-    from .runner import preprocess
+    from .executors import make_executor
+    from .preprocess import preprocess
 
     meth = Method.named(method, overrides or {})
     params = dict(dataset_params or {})
     ds = open_dataset(dataset, root=root, **params) if root else open_dataset(dataset, **params)
     samples = ds.labelled(labels)
     classes = ds.classes(labels)
-    X, kept, _ = preprocess(meth, {ds.name: ds}, samples, cache_dir, True, workers)
+    with make_executor(workers) as executor:
+        pre = preprocess(meth, {ds.name: ds}, samples, cache_root=cache_dir, executor=executor)
+    X, kept = pre.X, pre.kept
     y = np.array([classes.index(s.label) for s in kept])
     absent = [c for k, c in enumerate(classes) if not (y == k).any()]
     if absent:

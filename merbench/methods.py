@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import ast
-import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -148,14 +146,19 @@ class Method:
 
     def preprocess(self, raw: Any, steps: list[Any] | None = None) -> np.ndarray:
         """Run the step chain on one raw input (a Clip or an array) to a numeric array."""
-        x = raw
+        return self.run_steps(raw, steps)[0]
+
+    def run_steps(self, raw: Any, steps: list[Any] | None = None) -> tuple[np.ndarray, list[str]]:
+        """(array, notes): the step chain's output and the notes its clips collected on the
+        way (fallbacks such as a centre crop or an estimated apex), for the run's record."""
+        x, notes = raw, ()
         for step in steps if steps is not None else self.build_steps():
             x = step(x)
+            if isinstance(x, Clip):
+                notes = x.notes
         if isinstance(x, Clip):
             raise DataError(f"method {self.name!r}: its steps end with a Clip, not an array",
                             "finish the chain with a step that returns an array")
-        return np.asarray(x)
+        return np.asarray(x), list(notes)
 
-    def key(self) -> str:
-        blob = json.dumps({"name": self.name, "params": self.params()}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+

@@ -286,5 +286,11 @@ def load_protocol(name: str | os.PathLike) -> Protocol:
 
 
 def describe(proto: Protocol) -> str:
-    return proto.description.strip().splitlines()[0] if proto.description.strip() else proto.kind
+    """One line for `merbench list protocol`: the description's first line, else the kind and,
+    for a composite, its datasets."""
+    if proto.description.strip():
+        return proto.description.strip().splitlines()[0]
+    if proto.composite:
+        return f"{proto.kind} over {', '.join(r.name for r in proto.datasets)}"
+    return proto.kind
 

@@ -1,7 +1,8 @@
 """Scoring predictions made elsewhere (``merbench score``): CSV files and MEGC2019 logs.
 
 Predictions are joined to the protocol's ground truth by sample id, never by position; name
-spellings are normalised (SAMM ``6`` vs ``006``, SMIC ``s1_ne_01`` vs ``s01_ne_01``).
+spellings are normalised as each dataset plugin declares them (SAMM ``6`` vs ``006``, SMIC
+``s1_ne_01`` vs ``s01_ne_01``, ``CASMEII`` for ``casme2``).
 """
 from __future__ import annotations
 
@@ -12,13 +13,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import PredictionsError
-from .ids import normalise_id
+from .ids import canonical_dataset, dataset_names, normalise_id
 from .metrics import Prediction, report
 from .protocols import Protocol
-
-DATASET_ALIASES = {"casme2": "casme2", "casmeii": "casme2", "casme_2": "casme2", "samm": "samm",
-                   "smic": "smic", "smic-hs": "smic", "smic_hs": "smic"}
-
 
 @dataclass(frozen=True)
 class Row:
@@ -27,11 +24,6 @@ class Row:
     pred: str
     gt: str | None
     line: int
-
-
-def _dataset(name: str) -> str:
-    key = name.strip().lower()
-    return DATASET_ALIASES.get(key, key)
 
 
 def _label(value: str, classes: Sequence[str], where: str) -> str:
@@ -55,15 +47,15 @@ def read_megc_log(text: str, classes: Sequence[str], path: str,
 
     A two-field line is a fold header only when its first field names a known dataset, so a
     sample line missing a field is an error with its line number, not a new fold."""
-    known = set(DATASET_ALIASES.values()) | {d.lower() for d in datasets}
+    known = set(dataset_names().values()) | {d.lower() for d in datasets}
     rows: list[Row] = []
     dataset = subject = None
     for n, raw in enumerate(text.splitlines(), 1):
         parts = raw.replace(",", " ").split()
         if not parts:
             continue
-        if len(parts) == 2 and _dataset(parts[0]) in known:
-            dataset, subject = _dataset(parts[0]), parts[1]
+        if len(parts) == 2 and canonical_dataset(parts[0]) in known:
+            dataset, subject = canonical_dataset(parts[0]), parts[1]
             continue
         if len(parts) != 3 or dataset is None:
             raise PredictionsError(f"{path} line {n}: expected '<dataset> <subject>' or "
@@ -91,9 +83,9 @@ def read_csv(text: str, classes: Sequence[str], path: str) -> list[Row]:
             if len(parts) != 3:
                 raise PredictionsError(f"{path} line {n}: id {get('id')!r} is not "
                                        "dataset/subject/clip")
-            sid = normalise_id(_dataset(parts[0]), parts[1], parts[2])
+            sid = normalise_id(canonical_dataset(parts[0]), parts[1], parts[2])
         else:
-            sid = normalise_id(_dataset(get("dataset")), get("subject"), get("clip"))
+            sid = normalise_id(canonical_dataset(get("dataset")), get("subject"), get("clip"))
         where = f"{path} line {n}"
         gt = _label(get("gt"), classes, where) if get("gt") else None
         rows.append(Row(sid, get("fold") or sid.rsplit("/", 1)[0],
@@ -110,7 +102,7 @@ def read_predictions(path: str | Path, classes: Sequence[str],
     first = next((ln for ln in text.splitlines() if ln.strip()), "")
     header = [c.strip().lower() for c in first.split(",")]
     is_csv = "," in first and bool({"pred", "id", "dataset", "subject", "clip", "gt"} & set(header))
-    looks_like_log = header[0] in DATASET_ALIASES or (len(header) == 3 and header[1].isdigit())
+    looks_like_log = header[0] in dataset_names() or (len(header) == 3 and header[1].isdigit())
     if not is_csv and "," in first and not looks_like_log:
         raise PredictionsError(f"{path}: looks like a CSV, but its header {first.strip()!r} has "
                                "no known column", "name the columns id (or dataset, subject, "

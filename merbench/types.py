@@ -11,6 +11,12 @@ import numpy as np
 from .errors import DataError
 
 
+def middle_frame(first: int, last: int) -> int:
+    """The one rule for a missing apex, everywhere (in memory and from disk): the middle of
+    first..last, the lower of the two middle frames when the clip has an even length."""
+    return (first + last) // 2
+
+
 @dataclass(frozen=True)
 class Sample:
     """One annotated micro-expression clip; metadata only, frames are read lazily.
@@ -39,9 +45,6 @@ class Sample:
     def group(self) -> str:
         """The LOSO unit: a subject within its dataset."""
         return f"{self.dataset}/{self.subject}"
-
-    def info(self) -> dict[str, Any]:
-        return dict(self.meta)
 
     def replace(self, **changes: Any) -> "Sample":
         return dataclasses.replace(self, **changes)
@@ -111,7 +114,7 @@ class Clip:
         offset = n - 1 if offset is None else offset
         estimated = kwargs.pop("apex_estimated", apex is None)
         if apex is None:
-            apex = (onset + offset) // 2
+            apex = middle_frame(onset, offset)
         clip = cls(lambda: frames, onset=onset, apex=apex, offset=offset,
                    apex_estimated=estimated, sample_id=sample_id, **kwargs)
         clip.validate()
@@ -170,8 +173,11 @@ class MethodSpec:
 
     ``steps`` is a sequence of (preprocessor name, params); ``model`` is (model name, params).
     An empty ``steps`` means the dataset already yields arrays (e.g. the ``folder`` dataset).
+    ``demo``: ``None`` keeps the method out of ``merbench demo``; a mapping puts it in, with the
+    ``--set`` overrides that make it fast enough for the demo (``{}`` for none).
     """
 
     steps: tuple[tuple[str, Mapping[str, Any]], ...]
     model: tuple[str, Mapping[str, Any]]
     description: str = ""
+    demo: Mapping[str, Any] | None = None

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError
-from .types import Clip, Sample
+from .types import Clip, Sample, middle_frame
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def load_clip(sample: Sample) -> Clip:
     apex = sample.apex
     estimated = sample.apex_estimated
     if apex is None:
-        apex, estimated = numbers[len(numbers) // 2], True
+        apex, estimated = numbers[middle_frame(0, len(numbers) - 1)], True
     if not first <= apex <= numbers[-1]:
         raise DataError(f"{sample.id}: apex {apex} is outside onset..offset {first}..{numbers[-1]}",
                         "fix the annotation or add an erratum for this sample")

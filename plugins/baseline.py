@@ -141,8 +141,9 @@ def register_models(register):  # type: ignore[no-untyped-def]
 @hookimpl
 def register_methods(register):  # type: ignore[no-untyped-def]
     register("diff-logreg", MethodSpec((("apex-diff", {"size": 32}),), ("logreg", {}),
-             "Apex - onset grey difference image + logistic regression (motion baseline)"))
+             "Apex - onset grey difference image + logistic regression (motion baseline)",
+             demo={}))
     register("apex-logreg", MethodSpec((("apex-frame", {"size": 32}),), ("logreg", {}),
-             "Apex frame alone + logistic regression (appearance-only control)"))
+             "Apex frame alone + logistic regression (appearance-only control)", demo={}))
     register("chance", MethodSpec((("apex-frame", {"size": 4}),), ("chance", {}),
-             "Uniform random predictions: the chance floor"))
+             "Uniform random predictions: the chance floor", demo={}))

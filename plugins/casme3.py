@@ -31,6 +31,7 @@ from merbench.annotations import (MEGC2019_CLASSES, ReleaseDataset, apply_errata
                                   sample_id, subject_id, text)
 from merbench.datasets import Erratum
 from merbench.errors import ConfigError
+from merbench.ids import IdSpelling
 
 NAME = "casme3a"
 FOUR_CLASSES = ("negative", "positive", "surprise", "others")
@@ -86,4 +87,5 @@ def CASME3A(root: Any, modality: str = "color", layout: str | None = None,
 
 @hookimpl
 def register_datasets(register):  # type: ignore[no-untyped-def]
-    register(NAME, CASME3A, description="CAS(ME)^3 Part A micro-expressions (release folder)")
+    register(NAME, CASME3A, description="CAS(ME)^3 Part A micro-expressions (release folder)",
+             ids=IdSpelling(subject="spNO.{:d}", aliases=("cas(me)^3",)))

@@ -31,6 +31,7 @@ from merbench.annotations import (MEGC2019_CLASSES, Record, ReleaseDataset, appl
                                   open_release, sample_id, subject_id, text)
 from merbench.datasets import Erratum
 from merbench.errors import ConfigError, DataError
+from merbench.ids import IdSpelling
 
 NAME = "casme_sq"
 LAYOUT = "rawpic/{subject}/{video}"
@@ -111,4 +112,5 @@ def CASMESq(root: Any, expressions: str = "micro", layout: str | None = None,
 
 @hookimpl
 def register_datasets(register):  # type: ignore[no-untyped-def]
-    register(NAME, CASMESq, description="CAS(ME)^2 micro-expressions (release folder)")
+    register(NAME, CASMESq, description="CAS(ME)^2 micro-expressions (release folder)",
+             ids=IdSpelling(subject="s{:02d}", aliases=("cas(me)^2",)))

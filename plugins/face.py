@@ -6,8 +6,8 @@ affine matrix (rotate so the eye centres are level, crop the landmark box with a
 ``size``) is applied to every frame: faces barely move within a micro-expression, and one matrix
 keeps the frame-to-frame differences that ARS, RRS and optical flow measure free of crop jitter.
 
-The helpers :func:`resolve_apex`, :func:`clip_span` and :func:`key_frame_indices` are shared
-with the residual and flow steps, so every step reads the apex and key frames the same way.
+Apex, clip span and key frames come from :mod:`merbench.clips`, which every frame step shares,
+so all steps read the apex and key frames the same way.
 """
 from __future__ import annotations
 
@@ -21,9 +21,7 @@ from typing import Any
 import numpy as np
 
 from merbench import Clip, Step, hookimpl
-from merbench.clips import (
-    _where, check_n_key, check_size, estimated_note, span_key_frames,
-)
+from merbench.clips import check_n_key, check_size, estimated_note, span_key_frames, where
 from merbench.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -204,27 +202,27 @@ class FaceCrop(Step):
 
     def __call__(self, clip: Clip) -> Clip:
         clip.validate()
-        where = _where(clip)
+        name = where(clip)
         notes: list[str] = []
         if self.reuse_landmarks and clip.landmarks is not None:
             points = np.asarray(clip.landmarks, dtype=np.float64)
             if points.shape != (68, 2):
-                raise DataError(f"{where}: clip landmarks have shape {points.shape}, not (68, 2)",
+                raise DataError(f"{name}: clip landmarks have shape {points.shape}, not (68, 2)",
                                 "pass dlib's 68 (x, y) points or reuse_landmarks=False")
         else:
             points, notes = self.find_landmarks(clip)
         if points is None:
             tried = f"frames {clip.onset}..{self._last_tried(clip)}"
             if self.fallback is None:
-                raise DataError(f"{where}: no face found in {tried}",
+                raise DataError(f"{name}: no face found in {tried}",
                                 "check the frames, or use face-crop fallback='centre'")
-            log.warning("%s: no face found in %s, centre crop used", where, tried)
+            log.warning("%s: no face found in %s, centre crop used", name, tried)
             height, width = clip.frames.shape[1:3]
             frames = warp_frames(clip.frames, centre_crop_matrix(height, width, self.size),
                                  self.size)
             note = f"face-crop: no face found in {tried}, centre crop fallback"
             return clip.with_frames(frames, landmarks=None, notes=clip.notes + (note,))
-        matrix = alignment_matrix(points, self.size, self.margin, where)
+        matrix = alignment_matrix(points, self.size, self.margin, name)
         frames = warp_frames(clip.frames, matrix, self.size)
         return clip.with_frames(frames, landmarks=apply_affine(matrix, points),
                                 notes=clip.notes + tuple(notes))

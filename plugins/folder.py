@@ -142,4 +142,5 @@ class Folder(Dataset):
 
 @hookimpl
 def register_datasets(register):  # type: ignore[no-untyped-def]
-    register("folder", Folder, description="precomputed inputs (images / .npy) from an index CSV")
+    register("folder", Folder, description="precomputed inputs (images / .npy) from an index CSV",
+             inputs=True)

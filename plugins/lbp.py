@@ -512,9 +512,9 @@ def register_methods(register: Any) -> None:
                             "interpolation": "bilinear", "mapping": "u2",
                             "normalize": "block"})),
         model=("svm", {"kernel": "linear", "C": 1.0}),
-        description="face crop 128, LBP-TOP (8x8x1 blocks, P=8, R=(1,1,4), u2), SVM"))
+        description="face crop 128, LBP-TOP (8x8x1 blocks, P=8, R=(1,1,4), u2), SVM", demo={}))
     register("lbpsip-svm", MethodSpec(
         steps=(("face-crop", {"size": 128}),
                ("lbp-sip", {"radius": 1, "radius_t": 1, "blocks": (8, 8, 1)})),
         model=("svm", {"kernel": "linear", "C": 1.0}),
-        description="face crop 128, LBP-SIP (8x8x1 blocks, R=1, R_t=1), SVM"))
+        description="face crop 128, LBP-SIP (8x8x1 blocks, R=1, R_t=1), SVM", demo={}))

@@ -21,6 +21,7 @@ from typing import Any
 from merbench import hookimpl
 from merbench.annotations import (MEGC2019_CLASSES, ReleaseDataset, clip_id, make_sample,
                                   megc2019_space, native_label, open_release, subject_id, text)
+from merbench.ids import IdSpelling
 
 NAME = "mmew"
 LAYOUT = "Micro_Expression/{emotion}/{clip}"
@@ -50,4 +51,5 @@ def MMEW(root: Any, layout: str | None = None, annotation: str | None = None,
 
 @hookimpl
 def register_datasets(register):  # type: ignore[no-untyped-def]
-    register(NAME, MMEW, description="MMEW micro-expressions (release folder)")
+    register(NAME, MMEW, description="MMEW micro-expressions (release folder)",
+             ids=IdSpelling(subject="S{:02d}"))

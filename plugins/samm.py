@@ -18,6 +18,7 @@ from merbench import hookimpl
 from merbench.annotations import (MEGC2019_CLASSES, ReleaseDataset, megc2019_space,
                                   open_release, release_samples, subset_space)
 from merbench.datasets import Erratum
+from merbench.ids import IdSpelling
 
 NAME = "samm"
 FIVE_CLASSES = ("anger", "contempt", "happiness", "surprise", "other")
@@ -55,4 +56,5 @@ def SAMM(root: Any, layout: str | None = None, annotation: str | None = None,
 
 @hookimpl
 def register_datasets(register):  # type: ignore[no-untyped-def]
-    register(NAME, SAMM, description="SAMM micro-movements (release folder)")
+    register(NAME, SAMM, description="SAMM micro-movements (release folder)",
+             ids=IdSpelling(subject="{:03d}", clip_has_subject=True))

@@ -31,6 +31,7 @@ from merbench.annotations import (MEGC2019_CLASSES, ReleaseDataset, check_templa
 from merbench.errors import ConfigError, DataError
 from merbench.types import Sample
 from merbench.video import index_frames
+from merbench.ids import IdSpelling
 
 NAME = "smic"
 VARIANTS = ("HS", "VIS", "NIR")
@@ -93,4 +94,6 @@ def SMIC(root: Any, variant: str = "HS", layout: str | None = None,
 
 @hookimpl
 def register_datasets(register):  # type: ignore[no-untyped-def]
-    register(NAME, SMIC, description="SMIC HS/VIS/NIR (release folders; labels from folder names)")
+    register(NAME, SMIC, description="SMIC HS/VIS/NIR (release folders; labels from folder names)",
+             ids=IdSpelling(subject="s{:02d}", clip_has_subject=True,
+                            aliases=("smic-hs", "smic_hs")))

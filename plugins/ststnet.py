@@ -142,7 +142,9 @@ def register_methods(register: Any) -> None:
     register("flow-ststnet", MethodSpec(
         steps=(("face-crop", {"size": 128}), ("flow-image", {"size": 28, "channels": "svu"})),
         model=("ststnet", {}),
-        description="face crop → TV-L1 onset→apex flow + strain, 28×28 → STSTNet"))
+        description="face crop → TV-L1 onset→apex flow + strain, 28×28 → STSTNet",
+        # the published 500 epochs take ~1.5 min more on 2 cores; 100 keep the demo short
+        demo={"model.epochs": 100}))
     register("ststnet", MethodSpec(
         steps=(), model=("ststnet", {}),
         description="STSTNet on precomputed 28×28×3 flow images (folder dataset)"))

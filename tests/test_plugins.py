@@ -239,6 +239,6 @@ def test_set_values_are_parsed_as_literals() -> None:
     model = m.build_model(num_classes=3, seed=7, device="cpu", progress=False)
     assert (model.C, model.seed, model.num_classes, model.max_iter) == (0.5, 7, 3, 20)
     assert not hasattr(model, "device")  # runtime values only where the model accepts them
-    assert merbench.method("diff-logreg").key() != m.key()
+    assert merbench.method("diff-logreg").params() != m.params()
     with pytest.raises(ConfigError, match="model 'logreg' has no parameter 'Cee'"):
         merbench.model("logreg", Cee=1)

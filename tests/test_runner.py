@@ -20,7 +20,7 @@ from merbench.errors import ConfigError
 from merbench.leaderboard import leaderboard_rows
 from merbench.metrics import score
 from merbench.plugins import register_plugin, unregister_plugin
-from merbench.runner import fold_seed
+from merbench.provenance import fold_seed
 from merbench.store import Store
 
 CLASSES = ["negative", "positive", "surprise"]
@@ -205,8 +205,8 @@ def test_fold_seeds_derive_from_run_seed_and_fold(tmp_path: Path, tiny, shared_c
     assert fold_seed(1, "synthetic/s01") == 1809496607
     assert fold_seed(0, "synthetic/s02") == 709383088
     path = tmp_path / "r.sqlite"
-    runs = merbench.run(protocol="synthetic-loso", method="chance", dataset_params=tiny, seed=0,
-                        seeds=2, store=path, cache_dir=shared_cache)
+    runs = merbench.run_seeds(protocol="synthetic-loso", method="chance", dataset_params=tiny,
+                              seed=0, seeds=2, store=path, cache_dir=shared_cache)
     assert [r.seed for r in runs] == [0, 1]
     with sqlite3.connect(path) as con:
         rows = con.execute("SELECT r.seed, f.name, f.seed FROM folds f JOIN runs r "

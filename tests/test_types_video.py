@@ -78,7 +78,7 @@ def test_frames_are_read_lazily_once() -> None:
 
 def test_sample_ids_and_fold_overlap() -> None:
     s = Sample("samm", "006", "006_1_2", "negative", meta=(("k", 1),))
-    assert (s.id, s.group, s.info()) == ("samm/006/006_1_2", "samm/006", {"k": 1})
+    assert (s.id, s.group, dict(s.meta)) == ("samm/006/006_1_2", "samm/006", {"k": 1})
     assert s.replace(label="positive").label == "positive" and s.label == "negative"
     with pytest.raises(ProtocolError, match="fold f: 1 samples in both train and test"):
         Fold(0, "f", ("a", "b"), ("b", "c"))
