@@ -552,9 +552,10 @@ class TorchClassifier(Model):
                 count += n
                 for name, value in (("loss", loss), *((f"loss_{k}", v) for k, v in terms.items())):
                     sums[name] = sums.get(name, 0.0) + float(value.detach()) * n
+            record = {"epoch": epoch + 1, **{k: v / max(count, 1) for k, v in sums.items()},
+                      "lr": float(opt.param_groups[0]["lr"])}
             if sched is not None:
                 sched.step()
-            record = {"epoch": epoch + 1, **{k: v / max(count, 1) for k, v in sums.items()}}
             if len(val_idx):
                 record["val_loss"] = self._loss(Xt[val_idx.to(Xt.device)],
                                                 yt[val_idx.to(yt.device)], device)

@@ -12,6 +12,7 @@ import pytest
 from merbench.errors import ConfigError, DataError, UnknownNameError
 from merbench.leaderboard import leaderboard_rows, published, render, write_tables
 from merbench.store import Store
+import merbench
 
 CLASSES = ["negative", "positive", "surprise"]
 N, P, S = CLASSES
@@ -133,3 +134,16 @@ def test_per_dataset_columns_for_composite_runs(tmp_path: Path) -> None:
     assert row["per_dataset"]["smic"]["UF1"]["mean"] == pytest.approx(1 / 3)
     header = render([row], "csv").splitlines()[0]
     assert header.endswith("casme2 UF1,casme2 UAR,smic UF1,smic UAR")
+
+
+def test_leaderboard_of_a_run_under_a_protocol_file(tmp_path: Path, tiny, cli) -> None:
+    path = tmp_path / "custom.toml"
+    path.write_text('name = "my-loso"\nkind = "loso"\nclasses = ["negative", "positive", '
+                    '"surprise"]\n[[datasets]]\nname = "synthetic"\n')
+    store = tmp_path / "s.sqlite"
+    merbench.run(protocol=str(path), method="chance", store=str(store), dataset_params=tiny)
+    res = cli("leaderboard", "--store", store, "--format", "csv")
+    assert res.code == 0, res.err
+    assert "my-loso,chance,reproduced,1" in res.out
+    res = cli("leaderboard", "--store", tmp_path / "typo.sqlite")
+    assert res.code != 0 and "does not exist" in res.err

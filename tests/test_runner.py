@@ -228,6 +228,7 @@ def test_same_seed_gives_identical_predictions(tmp_path: Path, tiny, shared_cach
         assert probas[0] == probas[1]
 
 
+@pytest.mark.slow
 def test_two_workers_give_the_same_predictions(tmp_path: Path, tiny, shared_cache: str) -> None:
     path = tmp_path / "r.sqlite"
     runs = [merbench.run(protocol="synthetic-loso", method="diff-logreg", dataset_params=tiny,
@@ -327,6 +328,7 @@ def _folds_table(path: Path) -> list[tuple]:
         return []
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_where_it_stopped(tmp_path: Path) -> None:
     store = tmp_path / "results.sqlite"
     fit_log = tmp_path / "fits.txt"

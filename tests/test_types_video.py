@@ -214,3 +214,33 @@ def test_video_errors_name_the_sample(tmp_path: Path) -> None:
         load_clip(Sample("samm", "006", "x", "negative", path=str(path)))
     with pytest.raises(DataError, match="does not exist"):
         read_video(tmp_path / "none.avi", 0, 1)
+
+
+def test_apex_outside_the_clip_is_a_data_error(tmp_path: Path) -> None:
+    import cv2
+
+    from merbench.video import load_clip
+
+    for k in range(1, 11):
+        cv2.imwrite(str(tmp_path / f"img{k}.png"), np.full((8, 8, 3), k, np.uint8))
+    for apex in (0, 12):
+        sample = Sample("casme2", "sub01", "EP01", "x", onset=3, apex=apex, offset=10,
+                        path=str(tmp_path))
+        with pytest.raises(DataError, match="casme2/sub01/EP01: apex"):
+            load_clip(sample)
+
+
+def test_a_missing_apex_is_the_same_middle_frame_from_disk_and_from_memory(tmp_path: Path) -> None:
+    import merbench
+    from merbench.clips import resolve_apex
+
+    frames = _frames(t=6, h=16, w=16)  # an even length: two middle frames, the lower is used
+    for number, frame in enumerate(frames, start=10):
+        cv2.imwrite(str(tmp_path / f"img{number}.png"), frame[..., ::-1])
+    sample = Sample("x", "s1", "c1", "a", onset=10, apex=None, offset=15, path=str(tmp_path))
+    disk = load_clip(sample)
+    memory = Clip.from_array(frames)
+    assert disk.apex == memory.apex == resolve_apex(memory.replace(apex=None))[0] == 2
+    assert disk.apex_estimated and memory.apex_estimated
+    ars = merbench.preprocessor("ars", n_key=3)
+    np.testing.assert_array_equal(ars(disk), ars(memory))
