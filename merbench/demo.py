@@ -22,17 +22,19 @@ def demo_methods() -> list[tuple[str, dict[str, Any]]]:
 
 def run_demo(store: str | Path | None = None, output: str | Path | None = None, workers: int = 2,
              echo: Callable[[str], None] = lambda s: None) -> str:
+    from .executors import make_executor
     from .runner import run
 
     st = Store(store or DEFAULT_STORE)
-    for name, overrides in demo_methods():
-        start = time.time()
-        result = run(protocol=PROTOCOL, method=name, overrides=overrides, store=st,
-                     workers=workers, quiet=True)
-        p = result.report["pooled"]
-        shown = name + "".join(f" {k}={v}" for k, v in overrides.items())
-        echo(f"{shown:>32}: UF1 {p.uf1:.4f}  UAR {p.uar:.4f}  ({time.time() - start:.1f} s, "
-             f"run {result.run_id})")
+    with make_executor(workers) as executor:  # one set of workers serves every method
+        for name, overrides in demo_methods():
+            start = time.time()
+            result = run(protocol=PROTOCOL, method=name, overrides=overrides, store=st,
+                         executor=executor, quiet=True)
+            p = result.report["pooled"]
+            shown = name + "".join(f" {k}={v}" for k, v in overrides.items())
+            echo(f"{shown:>32}: UF1 {p.uf1:.4f}  UAR {p.uar:.4f}  ({time.time() - start:.1f} s, "
+                 f"run {result.run_id})")
     rows = leaderboard_rows(st, PROTOCOL)
     if output:
         for path in write_tables(rows, output, PROTOCOL):

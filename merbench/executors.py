@@ -1,11 +1,12 @@
 """Where tasks run: in this process, or in local worker processes (same results everywhere).
 
-An executor's :meth:`Executor.map` calls ``fn(shared, *task)`` for every task and yields
-``(task index, result)`` as tasks finish, so the driver stores each finished fold at once and
-stays the only writer of the results store (an interrupted run keeps what finished). ``shared``
-is one large array every task reads (the preprocessed inputs): passed as it is in-process,
-written once to a temporary .npy that workers memory-map otherwise. A cluster executor
-implements the same two methods.
+An executor's :meth:`Executor.map` calls ``fn(*task)`` for every task and yields ``(task
+index, result)`` as tasks finish, so the driver stores each finished fold at once and stays the
+only writer of the results store (an interrupted run keeps what finished). Large arrays every
+task of a run reads (the preprocessed inputs) go through :meth:`Executor.share` once; tasks
+carry the returned handle, which the worker resolves: the array itself in-process, a temporary
+.npy that workers memory-map for local processes. A cluster executor implements the same
+methods (``share``, ``map``, ``release``, ``close``).
 """
 from __future__ import annotations
 
@@ -84,10 +85,17 @@ class Executor:
     name = "serial"
     workers = 1
 
-    def map(self, fn: Callable[..., Any], tasks: Sequence[tuple[Any, ...]],
-            shared: np.ndarray | None = None) -> Iterator[tuple[int, Any]]:
+    def share(self, array: np.ndarray) -> Any:
+        """A handle on ``array`` that tasks carry instead of the array."""
+        return array
+
+    def release(self, handle: Any) -> None:
+        """The tasks that read ``handle`` are done."""
+
+    def map(self, fn: Callable[..., Any], tasks: Sequence[tuple[Any, ...]]
+            ) -> Iterator[tuple[int, Any]]:
         for index, task in enumerate(tasks):
-            yield index, fn(shared, *task)
+            yield index, fn(*task)
 
     def close(self) -> None:
         """Release workers and temporary files (an executor may serve several runs)."""
@@ -112,17 +120,18 @@ class SharedArray:
 _WORKER_X: dict[str, np.ndarray] = {}
 
 
-def _resolve(shared: Any) -> Any:
-    if isinstance(shared, SharedArray):
-        if shared.path not in _WORKER_X:
-            _WORKER_X.clear()
-            _WORKER_X[shared.path] = np.load(shared.path, mmap_mode="r")
-        return _WORKER_X[shared.path]
-    return shared
+def _resolve(arg: Any) -> Any:
+    if isinstance(arg, SharedArray):
+        if arg.path not in _WORKER_X:
+            if len(_WORKER_X) > 4:
+                _WORKER_X.clear()
+            _WORKER_X[arg.path] = np.load(arg.path, mmap_mode="r")
+        return _WORKER_X[arg.path]
+    return arg
 
 
-def _call(fn: Callable[..., Any], shared: Any, task: tuple[Any, ...]) -> Any:
-    return fn(_resolve(shared), *task)
+def _call(fn: Callable[..., Any], task: tuple[Any, ...]) -> Any:
+    return fn(*(_resolve(a) for a in task))
 
 
 def _worker_init(threads: int, runtime_plugins: Mapping[str, str]) -> None:
@@ -153,7 +162,6 @@ class ProcessExecutor(Executor):
         self.workers = workers
         self._pool: cf.ProcessPoolExecutor | None = None
         self._tmp: str | None = None
-        self._shared: tuple[np.ndarray, SharedArray] | None = None
         self._count = 0
 
     def _get_pool(self) -> cf.ProcessPoolExecutor:
@@ -166,29 +174,23 @@ class ProcessExecutor(Executor):
                 initializer=_worker_init, initargs=(threads, runtime_plugin_modules()))
         return self._pool
 
-    def _share(self, shared: np.ndarray | None) -> Any:
-        """The array as a .npy file the workers memory-map; written once per array (the
-        previous run's file is removed)."""
-        if shared is None:
-            return None
-        if self._shared is not None and self._shared[0] is shared:
-            return self._shared[1]
+    def share(self, array: np.ndarray) -> Any:
+        """The array as a .npy file that the workers memory-map (removed on release)."""
         if self._tmp is None:
             self._tmp = tempfile.mkdtemp(prefix="merbench-")
-        if self._shared is not None:
-            Path(self._shared[1].path).unlink(missing_ok=True)
         self._count += 1
         path = Path(self._tmp) / f"X{self._count}.npy"
-        np.save(path, shared, allow_pickle=False)
-        handle = SharedArray(str(path))
-        self._shared = (shared, handle)
-        return handle
+        np.save(path, array, allow_pickle=False)
+        return SharedArray(str(path))
 
-    def map(self, fn: Callable[..., Any], tasks: Sequence[tuple[Any, ...]],
-            shared: np.ndarray | None = None) -> Iterator[tuple[int, Any]]:
+    def release(self, handle: Any) -> None:
+        if isinstance(handle, SharedArray):
+            Path(handle.path).unlink(missing_ok=True)
+
+    def map(self, fn: Callable[..., Any], tasks: Sequence[tuple[Any, ...]]
+            ) -> Iterator[tuple[int, Any]]:
         pool = self._get_pool()
-        handle = self._share(shared)
-        futures = {pool.submit(_call, fn, handle, task): i for i, task in enumerate(tasks)}
+        futures = {pool.submit(_call, fn, task): i for i, task in enumerate(tasks)}
         try:
             for fut in cf.as_completed(futures):
                 yield futures[fut], fut.result()
@@ -214,7 +216,6 @@ class ProcessExecutor(Executor):
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
-        self._shared = None
 
 
 def make_executor(workers: int = 1) -> Executor:

@@ -39,7 +39,7 @@ def cache_parts(sample: Sample, chain: Any) -> list[Any]:
     return [sample.id, sample.path, sample.onset, sample.apex, sample.offset, meta, chain]
 
 
-def preprocess_chunk(_shared: Any, method: Method, datasets: Mapping[str, "Dataset"],
+def preprocess_chunk(method: Method, datasets: Mapping[str, "Dataset"],
                      samples: Sequence[Sample], cache_root: str | None, use_cache: bool,
                      skip_bad: bool) -> list[tuple[str, np.ndarray | None, str | None, list[str]]]:
     """(id, array or None, error or None, notes) per sample; an executor task."""

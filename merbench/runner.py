@@ -127,18 +127,41 @@ def checkpoint_paths(folds: Sequence[Fold], directory: str | os.PathLike,
 
 
 # -- the run ----------------------------------------------------------------------------------
-def run(*, protocol: str | Protocol, method: str | Method,
-        data_roots: Mapping[str, str] | None = None, seed: int = 0,
-        overrides: Mapping[str, Any] | None = None, device: str = "auto", workers: int = 1,
-        executor: Executor | None = None, store: str | os.PathLike | Store | None = None,
-        cache_dir: str | None = None, use_cache: bool = True, quiet: bool = True,
-        dataset_params: Mapping[str, Mapping[str, Any]] | None = None, inputs: str | None = None,
-        checkpoints: str | None = None, skip_bad: bool = False, rerun: bool = False,
-        on_fold: Callable[[str, int, int], None] | None = None) -> RunResult:
-    """Run ``method`` under ``protocol`` and return its :class:`RunResult`. A stored, finished
-    run with the same identity (:func:`run_key`) is returned as it is unless ``rerun``; an
-    unfinished one is resumed. Folds run on ``executor`` (default: ``workers`` local
-    processes, serial for 1)."""
+@dataclass
+class RunPlan:
+    """A run identified and recorded in the store, with the folds it still has to run."""
+
+    store: Store
+    run_id: str
+    proto: Protocol
+    meth: Method
+    datasets: dict[str, Dataset]
+    samples: list[Sample]
+    todo: list[Fold]
+    checkpoints: dict[int, str]
+    seed: int
+    device: str = "auto"
+    cache_dir: str | None = None
+    use_cache: bool = True
+    skip_bad: bool = False
+    progress: bool = False
+    on_fold: Callable[[str, int, int], None] | None = None
+    resumed: int = 0  # folds stored by an earlier, interrupted attempt
+    reused: bool = False  # a finished stored run with this identity: nothing to run
+
+
+def plan_run(*, protocol: str | Protocol, method: str | Method,
+             data_roots: Mapping[str, str] | None = None, seed: int = 0,
+             overrides: Mapping[str, Any] | None = None, device: str = "auto",
+             store: str | os.PathLike | Store | None = None, cache_dir: str | None = None,
+             use_cache: bool = True, quiet: bool = True,
+             dataset_params: Mapping[str, Mapping[str, Any]] | None = None,
+             inputs: str | None = None, checkpoints: str | None = None, skip_bad: bool = False,
+             rerun: bool = False, on_fold: Callable[[str, int, int], None] | None = None
+             ) -> RunPlan:
+    """Resolve a run: protocol, method, datasets, samples and folds; its identity
+    (:func:`run_key`); the stored run it reuses (finished) or resumes (unfinished), else a new
+    record. Nothing is computed yet (:func:`execute` does)."""
     proto = load_protocol(protocol) if isinstance(protocol, (str, os.PathLike)) else protocol
     if overrides and not isinstance(method, str):
         raise ConfigError("pass overrides with a method name, not a Method object")
@@ -156,15 +179,18 @@ def run(*, protocol: str | Protocol, method: str | Method,
                   skip_bad=skip_bad, dataset_params=dataset_params or {},
                   roots=dict(data_roots or {}))
     st = store if isinstance(store, Store) else Store(store or DEFAULT_STORE)
+    plan = RunPlan(st, "", proto, meth, datasets, samples, [], ckpts, seed, device, cache_dir,
+                   use_cache, skip_bad, not quiet, on_fold)
     previous = st.latest(key)
     if previous is not None and previous.status == "finished" and not rerun:
         log.info("run %s already finished; returning it (rerun=True runs again)", previous.id)
-        return result_from_store(st, previous.id, proto)
+        plan.run_id, plan.reused = previous.id, True
+        return plan
     if previous is not None and previous.status != "finished" and not rerun:
-        run_id = previous.id
-        log.info("resuming run %s", run_id)
+        plan.run_id = previous.id
+        log.info("resuming run %s", plan.run_id)
     else:
-        run_id = st.create_run(
+        plan.run_id = st.create_run(
             key=key, protocol=proto.label, method=meth.name, params=meth.params(), seed=seed,
             versions=run_versions, git_commit=git_commit(), device=describe_device(device),
             host=platform.node(),
@@ -174,97 +200,148 @@ def run(*, protocol: str | Protocol, method: str | Method,
                   "trained": not checkpoints, "skip_bad": skip_bad,
                   "checkpoints": checkpoints, "inputs": inputs, "data_roots": dict(data_roots or {}),
                   "dataset_params": dataset_params or {}, "description": meth.description})
-    done = st.done_folds(run_id)
-    todo = [f for f in folds if f.index not in done]
-    st.set_status(run_id, "running")
-    own = executor is None
-    ex = executor if executor is not None else make_executor(workers)
-    try:
-        if todo:
-            _run_folds(st, run_id, proto, meth, datasets, samples, todo, ckpts, seed, device, ex,
-                       cache_dir, use_cache, skip_bad, not quiet, on_fold)
-    except KeyboardInterrupt:
-        st.set_status(run_id, "interrupted")
-        raise
-    except BaseException:
-        st.set_status(run_id, "failed")
-        raise
-    finally:
-        if own:
-            ex.close()
-    st.set_status(run_id, "finished")
-    result = result_from_store(st, run_id, proto)
-    result.resumed_folds = len(done)
-    return result
+    done = st.done_folds(plan.run_id)
+    plan.resumed = len(done)
+    plan.todo = [f for f in folds if f.index not in done]
+    return plan
+
+
+def run(*, workers: int = 1, executor: Executor | None = None, **kwargs: Any) -> RunResult:
+    """Run ``method`` under ``protocol`` and return its :class:`RunResult` (keywords of
+    :func:`plan_run`). A stored, finished run with the same identity (:func:`run_key`) is
+    returned as it is unless ``rerun``; an unfinished one is resumed. Folds run on
+    ``executor`` (default: ``workers`` local processes, serial for 1)."""
+    return execute([plan_run(**kwargs)], executor=executor, workers=workers)[0]
 
 
 def run_seeds(*, seeds: int, seed: int = 0, workers: int = 1, executor: Executor | None = None,
               **kwargs: Any) -> list[RunResult]:
-    """Seeds ``seed .. seed + seeds - 1`` of one run (always a list), on one executor whose
-    workers serve every seed."""
+    """Seeds ``seed .. seed + seeds - 1`` of one run (always a list), executed together so the
+    workers are busy across seeds."""
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ConfigError(f"--seeds must be a positive integer, got {seeds!r}")
+    plans = [plan_run(seed=seed + k, **kwargs) for k in range(seeds)]
+    return execute(plans, executor=executor, workers=workers)
+
+
+@dataclass
+class _Batch:
+    """One plan's preprocessed inputs and fold jobs, while its folds run."""
+
+    plan: RunPlan
+    kept: list[Sample]
+    jobs: list[FoldJob]
+    handle: Any
+    state_dir: Path
+    left: int
+
+
+def execute(plans: Sequence[RunPlan], executor: Executor | None = None, workers: int = 1
+            ) -> list[RunResult]:
+    """Run the unfinished folds of several planned runs as one stream of tasks on one executor
+    (a grid keeps every worker busy across runs). Each fold is stored the moment it finishes
+    (the driver is the store's only writer); a run is marked finished with its last fold. On
+    an interruption or a failure the unfinished runs are marked so, and running the same
+    command again resumes them."""
     own = executor is None
     ex = executor if executor is not None else make_executor(workers)
+    active = [p for p in plans if not p.reused]
     try:
-        return [run(seed=seed + k, executor=ex, **kwargs) for k in range(seeds)]
+        for plan in active:
+            plan.store.set_status(plan.run_id, "running")
+        batches = [_prepare(plan, ex) for plan in active if plan.todo]
+        tasks, owners = [], []
+        for batch in batches:
+            classes = len(batch.plan.proto.classes)
+            for job in batch.jobs:
+                tasks.append((batch.handle, batch.plan.meth, job, classes, batch.plan.device,
+                              batch.plan.progress and ex.workers <= 1))
+                owners.append((batch, job))
+        bar = progress_bar(len(tasks), "folds", any(p.progress for p in active))
+        try:
+            for i, (proba, info) in ex.map(run_fold, tasks):
+                batch, job = owners[i]
+                _store_fold(batch, job, proba, info)
+                bar.update(1)
+                batch.left -= 1
+                if batch.left == 0:
+                    _finish(batch, ex)
+        finally:
+            bar.close()
+        for plan in active:  # runs whose folds were all stored before (a resumed, done run)
+            plan.store.set_status(plan.run_id, "finished")
+    except KeyboardInterrupt:
+        _mark_unfinished(active, "interrupted")
+        raise
+    except BaseException:
+        _mark_unfinished(active, "failed")
+        raise
     finally:
         if own:
             ex.close()
+    results = []
+    for plan in plans:
+        result = result_from_store(plan.store, plan.run_id, plan.proto)
+        result.resumed_folds = plan.resumed
+        results.append(result)
+    return results
 
 
-def _run_folds(st: Store, run_id: str, proto: Protocol, meth: Method,
-               datasets: Mapping[str, Dataset], samples: list[Sample], todo: list[Fold],
-               ckpts: Mapping[int, str], seed: int, device: str, executor: Executor,
-               cache_dir: str | None, use_cache: bool, skip_bad: bool, progress: bool,
-               on_fold: Callable[[str, int, int], None] | None) -> None:
-    needed = {i for f in todo for i in (f.train if f.index not in ckpts else ()) + f.test}
-    pre = preprocess(meth, datasets, [s for s in samples if s.id in needed],
-                     cache_root=cache_dir, use_cache=use_cache, executor=executor,
-                     skip_bad=skip_bad, progress=progress)
-    _record_data_facts(st, run_id, pre.skipped, pre.notes)
-    kept = pre.kept
-    index = {s.id: k for k, s in enumerate(kept)}
-    classes = list(proto.classes)
-    y = np.array([classes.index(s.label) for s in kept])
-    groups = np.array([s.group for s in kept])
-    state_dir = Path(st.path).parent / "training-state" / run_id
+def _mark_unfinished(plans: Sequence[RunPlan], status: str) -> None:
+    for plan in plans:  # set_status never demotes a finished run
+        plan.store.set_status(plan.run_id, status)
+
+
+def _prepare(plan: RunPlan, executor: Executor) -> _Batch:
+    """Preprocess what the plan's unfinished folds need and build their jobs."""
+    needed = {i for f in plan.todo
+              for i in (f.train if f.index not in plan.checkpoints else ()) + f.test}
+    pre = preprocess(plan.meth, plan.datasets, [s for s in plan.samples if s.id in needed],
+                     cache_root=plan.cache_dir, use_cache=plan.use_cache, executor=executor,
+                     skip_bad=plan.skip_bad, progress=plan.progress)
+    _record_data_facts(plan.store, plan.run_id, pre.skipped, pre.notes)
+    index = {s.id: k for k, s in enumerate(pre.kept)}
+    classes = list(plan.proto.classes)
+    y = np.array([classes.index(s.label) for s in pre.kept])
+    groups = np.array([s.group for s in pre.kept])
+    state_dir = Path(plan.store.path).parent / "training-state" / plan.run_id
     jobs = []
-    for fold in todo:
+    for fold in plan.todo:
         tr = np.array([index[i] for i in fold.train if i in index], dtype=np.int64)
         te = np.array([index[i] for i in fold.test if i in index], dtype=np.int64)
         if len(te) == 0:
             raise DataError(f"fold {fold.name}: every test sample was skipped")
-        jobs.append(FoldJob(fold, fold_seed(seed, fold.name), tr, te, y, groups,
-                            ckpts.get(fold.index), str(state_dir / f"fold{fold.index:03d}.pt")))
+        jobs.append(FoldJob(fold, fold_seed(plan.seed, fold.name), tr, te, y, groups,
+                            plan.checkpoints.get(fold.index),
+                            str(state_dir / f"fold{fold.index:03d}.pt")))
+    return _Batch(plan, pre.kept, jobs, executor.share(pre.X), state_dir, len(jobs))
 
-    def save(job: FoldJob, proba: np.ndarray, info: dict[str, Any]) -> None:
-        started = info.pop("started")
-        artifacts = info.pop("_artifacts", None)
-        if artifacts:
-            info["artifacts"] = str(save_artifacts(
-                Path(st.path).parent / "artifacts" / run_id / f"fold{job.fold.index:03d}.npz",
-                artifacts, [kept[k].id for k in job.test_idx]))
-        preds = [(kept[k].id, kept[k].label, classes[int(np.argmax(p))],
-                  {c: round(float(v), 6) for c, v in zip(classes, p)})
-                 for k, p in zip(job.test_idx, proba)]
-        st.add_fold(run_id, job.fold.index, job.fold.name, job.seed, started, preds, info)
-        if job.train_state:  # the fold is stored: its training state is no longer needed
-            Path(job.train_state).unlink(missing_ok=True)
-        if on_fold is not None:
-            on_fold(job.fold.name, job.fold.index, len(jobs))
 
-    bar = progress_bar(len(jobs), "folds", progress)
-    try:
-        tasks = [(meth, job, len(classes), device, progress and executor.workers <= 1)
-                 for job in jobs]
-        for i, (proba, info) in executor.map(run_fold, tasks, shared=pre.X):
-            save(jobs[i], proba, info)
-            bar.update(1)
-    finally:
-        bar.close()
-    if state_dir.is_dir() and not any(state_dir.iterdir()):
-        state_dir.rmdir()
+def _store_fold(batch: _Batch, job: FoldJob, proba: np.ndarray, info: dict[str, Any]) -> None:
+    plan, kept = batch.plan, batch.kept
+    classes = list(plan.proto.classes)
+    started = info.pop("started")
+    artifacts = info.pop("_artifacts", None)
+    if artifacts:
+        info["artifacts"] = str(save_artifacts(
+            Path(plan.store.path).parent / "artifacts" / plan.run_id /
+            f"fold{job.fold.index:03d}.npz", artifacts, [kept[k].id for k in job.test_idx]))
+    preds = [(kept[k].id, kept[k].label, classes[int(np.argmax(p))],
+              {c: round(float(v), 6) for c, v in zip(classes, p)})
+             for k, p in zip(job.test_idx, proba)]
+    plan.store.add_fold(plan.run_id, job.fold.index, job.fold.name, job.seed, started, preds,
+                        info)
+    if job.train_state:  # the fold is stored: its training state is no longer needed
+        Path(job.train_state).unlink(missing_ok=True)
+    if plan.on_fold is not None:
+        plan.on_fold(job.fold.name, job.fold.index, len(batch.jobs))
+
+
+def _finish(batch: _Batch, executor: Executor) -> None:
+    batch.plan.store.set_status(batch.plan.run_id, "finished")
+    executor.release(batch.handle)
+    if batch.state_dir.is_dir() and not any(batch.state_dir.iterdir()):
+        batch.state_dir.rmdir()
 
 
 def _record_data_facts(st: Store, run_id: str, skipped: Mapping[str, str],

@@ -368,3 +368,21 @@ def test_killed_run_resumes_where_it_stopped(tmp_path: Path) -> None:
     assert len(fit_log.read_text().split()) == 5 - len(before)
     assert {row[3] for row in before} <= set(map(int, first_fits))
     assert '"n": 30' in done.stdout
+
+
+def test_planned_runs_execute_together_like_one_by_one(tmp_path: Path, tiny,
+                                                       shared_cache: str) -> None:
+    from merbench.runner import execute, plan_run
+
+    common = dict(protocol="synthetic-loso", dataset_params=tiny, cache_dir=shared_cache)
+    alone = [merbench.run(method=m, store=str(tmp_path / f"{m}.sqlite"), **common)
+             for m in ("chance", "diff-logreg")]
+    store = Store(tmp_path / "together.sqlite")
+    plans = [plan_run(method=m, store=store, **common) for m in ("chance", "diff-logreg")]
+    together = execute(plans)
+    for a, b in zip(alone, together):
+        assert [(p.sample_id, p.pred) for p in a.predictions] == \
+            [(p.sample_id, p.pred) for p in b.predictions]
+    assert [r.status for r in store.runs()] == ["finished", "finished"]
+    again = execute([plan_run(method="chance", store=store, **common)])  # reused, not rerun
+    assert again[0].run_id == together[0].run_id
