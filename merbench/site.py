@@ -229,7 +229,7 @@ def confusion_figure(path: Path, confusion: np.ndarray, labels: Sequence[str], t
                     color="white" if shown[i, j] > 0.6 * (top if name == "counts" else 1)
                     else "black")
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.14, right=0.98, bottom=0.24, top=0.84, wspace=0.45)
     return save_figure(fig, path, metadata={"Date": None} if path.suffix == ".svg" else None)
 
 
