@@ -37,7 +37,7 @@ CSS = """
 --link:#0b5cad;--bad:#b3261e;--warn:#8a5a00;--ok:#1e6b34}
 *{box-sizing:border-box}
 body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--fg);
-margin:0 auto;max-width:1200px;padding:1.5rem 2rem 3rem}
+margin:0 auto;max-width:1400px;padding:1.5rem 2rem 3rem}
 a{color:var(--link)}
 h1{font-size:1.6rem;margin:.2rem 0 .3rem}h2{font-size:1.2rem;margin:1.8rem 0 .5rem}
 nav{font-size:.9rem;color:var(--muted)}
@@ -47,6 +47,8 @@ th,td{border-bottom:1px solid var(--line);padding:.32rem .6rem;text-align:left;v
 th{background:var(--head);font-weight:600;white-space:nowrap}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 table.sortable th{cursor:pointer;user-select:none}
+table.board td:nth-child(2){white-space:nowrap}
+.scroll{overflow-x:auto;max-width:100%}
 table.sortable th[aria-sort=ascending]::after{content:" \\25B2";font-size:.7em}
 table.sortable th[aria-sort=descending]::after{content:" \\25BC";font-size:.7em}
 tr.reported td{background:var(--rep);font-style:italic}
@@ -174,8 +176,8 @@ def protocol_table(rows: Sequence[dict[str, Any]], interval: str = "bracket",
         cls = ' class="reported"' if r["source"] == "reported" else ""
         body.append(f"<tr{cls}>" + "".join(cells) + "</tr>")
     head = "".join(f"<th>{esc_html(h)}</th>" for h in heads)
-    table = (f'<table class="sortable board">\n<thead><tr>{head}</tr></thead>\n<tbody>\n'
-             + "\n".join(body) + "\n</tbody>\n</table>")
+    table = (f'<div class="scroll"><table class="sortable board">\n<thead><tr>{head}</tr>'
+             "</thead>\n<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table></div>")
     if cites:
         table += '\n<ol class="cites note">' + "".join(
             f'<li id="cite-{k}">{esc_html(r["method"])}: {esc_html(r["citation"])}'

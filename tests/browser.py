@@ -105,7 +105,7 @@ def readme_screenshot(out: str | Path, store: str | None = None) -> Path:
         write_site(st, site, "synthetic-loso", include_published=False)
         with chromium(Path(tmp) / "profile") as driver:
             screenshot(driver, (site / protocol_file("synthetic-loso")).resolve().as_uri(),
-                       out, width=1100)
+                       out, width=1280)
             errors = console_errors(driver)
             if errors:
                 raise RuntimeError(f"browser console errors: {errors}")
