@@ -222,6 +222,8 @@ HOSTILE = '<img src=x onerror=alert(1)>|=cmd()|\\input{/etc/passwd}$_&#%~^{}'
 def test_hostile_names_are_escaped_in_every_format(tmp_path: Path) -> None:
     st = Store(tmp_path / "h.sqlite")
     _add_run(st, HOSTILE, 0, SEED0, protocol=HOSTILE, params={"model.C": HOSTILE})
+    # a registered method: the changed parameter value lands in the row label
+    _add_run(st, "chance", 0, SEED1, protocol=HOSTILE, params={"apex-frame.size": HOSTILE})
     (published_path := tmp_path / "p.toml").write_text(
         f'[[result]]\nprotocol = {json.dumps(HOSTILE)}\nmethod = "=HYPERLINK(\\"x\\")"\n'
         f'uf1 = 0.5\ncitation = {json.dumps(HOSTILE)}\nnote = "<script>alert(2)</script>"\n')
@@ -231,10 +233,12 @@ def test_hostile_names_are_escaped_in_every_format(tmp_path: Path) -> None:
     md = render(rows, "md")
     assert "<img" not in md and "<script" not in md and "&lt;img src=x onerror=alert(1)&gt;" in md
     assert "### &lt;img" in md and "\\|=cmd()\\|" in md  # no cell break-out either
+    assert "| chance (apex-frame.size=&lt;img src=x onerror=alert(1)&gt;\\|=cmd()" in md
 
     html_text = render(rows, "html")
     assert "<img" not in html_text and "<script>alert" not in html_text
     assert "&lt;img src=x onerror=alert(1)&gt;" in html_text
+    assert "chance (apex-frame.size=&lt;img src=x" in html_text
 
     cells = [c for row in csv.reader(io.StringIO(render(rows, "csv"))) for c in row]
     assert "'=HYPERLINK(\"x\")" in cells and not any(c.startswith(("=", "+", "@")) for c in cells)
@@ -244,6 +248,7 @@ def test_hostile_names_are_escaped_in_every_format(tmp_path: Path) -> None:
     latex = render(rows, "latex")
     assert "\\input" not in latex.replace("\\textbackslash{}input", "")
     assert "\\textless{}img src=x onerror=alert(1)\\textgreater{}" in latex
+    assert "chance (apex-frame.size=\\textless{}img" in latex
     assert "\\$\\_\\&\\#\\%\\textasciitilde{}\\textasciicircum{}\\{\\}" in latex
 
     parsed = json.loads(render(rows, "json"))

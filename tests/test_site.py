@@ -193,3 +193,22 @@ def test_site_in_a_real_headless_chromium(board: Store, tmp_path: Path) -> None:
             assert console_errors(driver) == [], href
         screenshot(driver, driver.current_url, tmp_path / "run.png")
         assert (tmp_path / "run.png").is_file()
+
+
+def test_demo_writes_the_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny) -> None:
+    import functools
+
+    from merbench import demo, runner
+
+    # the output part, quickly: one method on the tiny set
+    monkeypatch.setattr(demo, "DEMO_METHODS", [("chance", {})])
+    monkeypatch.setattr(runner, "run", functools.partial(runner.run, dataset_params=tiny))
+    lines: list[str] = []
+    text = demo.run_demo(store=tmp_path / "demo.sqlite", output=tmp_path / "out", workers=1,
+                         echo=lines.append)
+    assert "| chance " in text
+    index = tmp_path / "out" / "site" / "index.html"
+    assert f"wrote {index} (the leaderboard site; open it in a browser)" in lines
+    assert (tmp_path / "out" / "site" / protocol_file("synthetic-loso")).is_file()
+    demo.run_demo(store=tmp_path / "demo.sqlite", workers=1, echo=lines.append)  # beside the store
+    assert (tmp_path / "site" / "index.html").is_file()
