@@ -185,23 +185,57 @@ def score(file: str, protocol: str, partial: bool, truth: str, data_root: tuple[
                    f"{d['protocol']!r} (scored against the {rep['truth_from']})")
 
 
-@cli.command()
-@click.option("--protocol", "-p", default=None)
-@click.option("--format", "fmt", default="md", type=click.Choice(["md", "csv", "latex", "json", "html"]))
-@click.option("-o", "--output", default=None, type=click.Path(), help="Write to FILE.")
-@click.option("--store", default=None)
-@click.option("--no-published", is_flag=True, help="Leave out reported (published) rows.")
-def leaderboard(protocol: str | None, fmt: str, output: str | None, store: str | None,
-                no_published: bool) -> None:
-    """Tables from the results store (reproduced) and published.toml (reported)."""
-    from .leaderboard import leaderboard_rows, render
+def _board_options(f: Any) -> Any:
+    """Options shared by `leaderboard`, `site` and `compare`: the bootstrap and the store."""
+    for opt in reversed([
+        click.option("--store", default=None, help="Results store (default "
+                      "merbench-results/results.sqlite)."),
+        click.option("--bootstrap", "n_boot", default=2000, show_default=True, type=int,
+                     help="Subject-level bootstrap resamples for the intervals (0: none)."),
+        click.option("--bootstrap-seed", "boot_seed", default=0, show_default=True, type=int),
+        click.option("--level", default=0.95, show_default=True, type=float,
+                     help="Confidence level of the intervals."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _open_store(store: str | None, must_exist: bool = False) -> Any:
     from .store import DEFAULT_STORE, Store
 
     path = Path(store) if store else DEFAULT_STORE
-    if store and not path.exists():
+    if (store or must_exist) and not path.exists():
         raise MerbenchError(f"results store {path} does not exist", "check the --store path")
-    st = Store(path) if path.exists() else None
-    text = render(leaderboard_rows(st, protocol, not no_published), fmt)
+    return Store(path) if path.exists() else None
+
+
+@cli.command()
+@click.option("--protocol", "-p", default=None)
+@click.option("--format", "fmt", default="md",
+              type=click.Choice(["md", "csv", "latex", "json", "html", "site"]))
+@click.option("-o", "--output", default=None, type=click.Path(),
+              help="Write to FILE (a folder for --format site).")
+@click.option("--no-published", is_flag=True, help="Leave out reported (published) rows.")
+@click.option("--interval", default="bracket", show_default=True,
+              type=click.Choice(["bracket", "pm"]), help="Intervals as [lo, hi] or ± half-width.")
+@click.option("--include-partial", is_flag=True, help="Show partial (smoke) runs, flagged.")
+@_board_options
+def leaderboard(protocol: str | None, fmt: str, output: str | None, no_published: bool,
+                interval: str, include_partial: bool, store: str | None, n_boot: int,
+                boot_seed: int, level: float) -> None:
+    """Tables from the results store (reproduced) and published.toml (reported)."""
+    from .leaderboard import leaderboard_rows, render
+
+    st = _open_store(store)
+    if fmt == "site":
+        if not output:
+            raise ConfigError("--format site writes a folder", "pass -o DIR")
+        _write_site(st, output, protocol, not no_published, n_boot, boot_seed, level,
+                    include_partial, interval)
+        return
+    rows = leaderboard_rows(st, protocol, not no_published, n_boot, boot_seed, level,
+                            include_partial)
+    text = render(rows, fmt, interval)
     if output:
         from .atomic import write_text
 
@@ -382,6 +416,119 @@ def explain(checkpoint: str, clip: str, output: str, onset: int | None, apex: in
 
     for path in do_explain(checkpoint, clip, output, onset, apex, offset):
         click.echo(f"wrote {path}")
+
+
+# -- leaderboard site, paired comparison, one-parameter sweep (kept together) -------------------
+def _write_site(st: Any, output: str, protocol: str | None, published: bool, n_boot: int,
+                boot_seed: int, level: float, include_partial: bool, interval: str) -> None:
+    from .site import write_site
+
+    paths = write_site(st, output, protocol, published, n_boot, boot_seed, level,
+                       include_partial, interval)
+    click.echo(f"wrote {paths[0]} ({len(paths) - 1} protocol pages; open it in a browser)")
+
+
+@cli.command()
+@click.option("-o", "--output", required=True, type=click.Path(), help="The site's folder.")
+@click.option("--protocol", "-p", default=None, help="Only this protocol.")
+@click.option("--no-published", is_flag=True, help="Leave out reported (published) rows.")
+@click.option("--interval", default="bracket", show_default=True,
+              type=click.Choice(["bracket", "pm"]))
+@click.option("--include-partial", is_flag=True, help="Show partial (smoke) runs, flagged.")
+@_board_options
+def site(output: str, protocol: str | None, no_published: bool, interval: str,
+         include_partial: bool, store: str | None, n_boot: int, boot_seed: int,
+         level: float) -> None:
+    """A static leaderboard site (works from file://): protocol tables, one page per run."""
+    _write_site(_open_store(store), output, protocol, not no_published, n_boot, boot_seed, level,
+                include_partial, interval)
+
+
+@cli.command()
+@click.argument("a")
+@click.argument("b")
+@click.option("--protocol", "-p", required=True)
+@click.option("--json", "as_json", is_flag=True)
+@_board_options
+def compare(a: str, b: str, protocol: str, as_json: bool, store: str | None, n_boot: int,
+            boot_seed: int, level: float) -> None:
+    """Paired test of A vs B (run ids or method names) on the same samples: subject-level
+    bootstrap of ΔUF1/ΔUAR and McNemar's test."""
+    from .leaderboard import compare as do_compare
+
+    if n_boot < 1:
+        raise ConfigError("compare needs --bootstrap of at least 1", "e.g. --bootstrap 2000")
+    out = do_compare(_open_store(store, must_exist=True), protocol, a, b, n_boot, boot_seed,
+                     level)
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    bs = out["bootstrap"]
+    pct = round(100 * level)
+    click.echo(f"A: {out['A']['label']}  UF1 {bs['UF1']['A']:.4f}  UAR {bs['UAR']['A']:.4f}")
+    click.echo(f"B: {out['B']['label']}  UF1 {bs['UF1']['B']:.4f}  UAR {bs['UAR']['B']:.4f}")
+    click.echo(f"same {out['samples']} samples, {bs['subjects']} subjects; paired subject-level "
+               f"bootstrap, B={bs['n_boot']}, seed {bs['seed']}")
+    for m in ("UF1", "UAR"):
+        t = bs[m]
+        lo, hi = t["interval"]
+        click.echo(f"Δ{m} (A − B) = {t['delta']:+.4f}, {pct}% CI [{lo:+.4f}, {hi:+.4f}], "
+                   f"p = {t['p']:.4f}")
+    mc = out["mcnemar"]
+    if mc is None:
+        click.echo("McNemar: needs one run per side (name run ids to get it)")
+    else:
+        click.echo(f"McNemar (exact binomial): A right & B wrong {mc['a_only']}, A wrong & B "
+                   f"right {mc['b_only']}, p = {mc['p_exact']:.4g} (mid-p {mc['p_mid']:.4g})")
+
+
+@cli.command()
+@click.option("--protocol", "-p", required=True)
+@click.option("--method", "-m", required=True)
+@click.option("--set", "sets", multiple=True, metavar="KEY=V1,V2,...", required=True,
+              help="The swept parameter with its values (one --set); other --set fix a value.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seeds", default=1, show_default=True, type=int, help="Seeds per value.")
+@click.option("--data-root", "data_root", multiple=True, metavar="NAME=DIR")
+@click.option("--data-param", "data_param", multiple=True, metavar="NAME.KEY=VALUE")
+@click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--workers", default=1, show_default=True, type=int)
+@click.option("--store", default=None)
+@click.option("--cache-dir", default=None)
+@click.option("-o", "--output", default="merbench-results/sweeps", show_default=True,
+              type=click.Path(), help="Folder for the figure and the tables.")
+@click.option("--bootstrap", "n_boot", default=2000, show_default=True, type=int)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def sweep(protocol: str, method: str, sets: tuple[str, ...], seed: int, seeds: int,
+          data_root: tuple[str, ...], data_param: tuple[str, ...], device: str, workers: int,
+          store: str | None, cache_dir: str | None, output: str, n_boot: int,
+          quiet: bool) -> None:
+    """A one-parameter ablation: a run per value (and seed), a figure and a table."""
+    from .sweep import parse_sweep, sweep as do_sweep
+
+    key, values, fixed = parse_sweep(_pairs(sets, "--set"))
+    result = do_sweep(protocol, method, key, values, fixed, seed=seed, seeds=seeds,
+                      output=output, store=store, n_boot=n_boot, echo=click.echo,
+                      data_roots=_pairs(data_root, "--data-root"),
+                      dataset_params=_data_params(data_param), device=device, workers=workers,
+                      cache_dir=cache_dir, quiet=quiet or not sys.stderr.isatty())
+    from .sweep import sweep_table
+
+    click.echo(sweep_table(result))
+    for path in result["paths"]:
+        click.echo(f"wrote {path}")
+
+
+def _data_params(values: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    from .methods import parse_value
+
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in _pairs(values, "--data-param").items():
+        name, _, param = key.partition(".")
+        if not param:
+            raise ConfigError(f"--data-param {key} needs NAME.KEY", "e.g. synthetic.subjects=6")
+        out.setdefault(name, {})[param] = parse_value(value)
+    return out
 
 
 def _install_plugin_commands() -> None:
