@@ -13,23 +13,24 @@ is reported as "LTR3O-style" until the paper's details can be checked:
   (``onset + round((j + 1)(offset − onset) / (F + 1))``, j = 0..F−1), offset. It never reads
   the apex, so SMIC (no apex annotation) needs no middle-frame fallback. ``occurring="apex"``
   (the ``ltr3o-apex`` ablation) stacks (onset, annotated apex, offset) instead.
-- Model ``ltr3o``: per sample and forward pass, K occurring slots of the F are drawn in training
-  (``sampling`` uniform without replacement, or stratified: one per K equal strata) from torch's
-  global generator, which the shared loop seeds and saves with the resumable training state, so
-  every epoch draws anew, reproducibly; in evaluation ``test_candidates`` evenly spaced slots
-  (``round(k (F − 1) / (K − 1))``). Candidates (onset, occurring, offset) as 3 channels, optionally
-  motion-magnified (linear Eulerian style [ours]: occurring + α·G_σ*(occurring − onset)), go
-  through one shared ResNet-18 as one batch; an MLP head gives each an expressiveness score
-  s_k = sigmoid(·) ∈ (0, 1); features are summed with softmax(s / τ) weights (with τ = 1 the
-  weights stay within a factor e of each other; a lower ``temperature`` sharpens them); a
-  linear classifier.
-- Loss = CE + λ·L_rank, L_rank = max(0, δ − (mean of the top half of s − mean of the bottom half))
-  (δ = 0.15; with K odd the median is left out); ``ranking="pairwise"``: the mean hinge over all
-  (top-half, bottom-half) pairs. The sigmoid scores and δ = 0.15 follow the rank regularisation of
-  SCN (Wang et al., CVPR 2020), which METHODS §8's hinge mirrors [ours].
+- Model ``ltr3o``: per sample and forward pass, K occurring slots of the F are drawn in
+  training (``sampling`` uniform without replacement, or stratified: one per K equal strata)
+  from torch's global generator, which the shared loop seeds and saves with the resumable
+  training state, so every epoch draws anew, reproducibly; in evaluation ``test_candidates``
+  evenly spaced slots (``round(k (F − 1) / (K − 1))``). Candidates (onset, occurring, offset) as
+  3 channels, optionally motion-magnified (linear Eulerian style [ours]: occurring +
+  α·G_σ*(occurring − onset)), go through one shared ResNet-18 as one batch; an MLP head gives
+  each an expressiveness score s_k = sigmoid(·) ∈ (0, 1); features are summed with
+  softmax(s / τ) weights (with τ = 1 the weights stay within a factor e of each other; a lower
+  ``temperature`` sharpens them); a linear classifier.
+- Loss = CE + λ·L_rank, L_rank = max(0, δ − (mean of the top half of s − mean of the bottom
+  half)) (δ = 0.15; with K odd the median is left out); ``ranking="pairwise"``: the mean hinge
+  over all (top-half, bottom-half) pairs. The sigmoid scores and δ = 0.15 follow the rank
+  regularisation of SCN (Wang et al., CVPR 2020), which METHODS §8's hinge mirrors [ours].
 - Defaults [ours]: K 5, 8 test candidates, F 16, 112×112, MLP 512→128→1, λ 1, τ 1, α 0 (off),
   Adam lr 1e-4, batch 16, 30 epochs, random horizontal flips; grey frames normalised with the
-  ImageNet grey mean/std (0.449, 0.226). ``pretrained``: see :func:`merbench.training.resolve_pretrained`.
+  ImageNet grey mean/std (0.449, 0.226). ``pretrained``: see
+  :func:`merbench.training.resolve_pretrained` (nothing is downloaded).
 
 Explanations: Grad-CAM of ``encoder.layer4`` per candidate, combined with the aggregation weights
 (``gradcam_<name>.png``), and ``candidates_<name>.png``: each test candidate's occurring frame
@@ -391,7 +392,7 @@ class LTR3O(TorchClassifier):
             for j in range(k):
                 ax = axes[0, j + 1]
                 ax.imshow(frames[i, j], cmap="gray", vmin=0, vmax=255)
-                ax.set_title(f"slot {int(slots[j])}\ns={scores[i, j]:.2f} w={weights[i, j]:.2f}",
+                ax.set_title(f"slot {int(slots[j])}\ns={scores[i, j]:.3f} w={weights[i, j]:.3f}",
                              fontsize=7, color="red" if j == best else "black")
                 axes[1, j + 1].imshow(overlay(frames[i, j], maps[i, j]))
             axes[1, 0].text(0.5, 0.5, "Grad-CAM", ha="center", va="center", fontsize=8,

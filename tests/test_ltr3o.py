@@ -138,11 +138,13 @@ def test_magnification_by_hand():
     occ = onset.clone()
     occ[..., 1, 1] = 0.3
     out = lt.magnify(onset, occ, 2.0)
-    assert float(out[0, 0, 1, 1]) == pytest.approx(0.5) and float(out[0, 0, 0, 0]) == pytest.approx(0.2)
+    assert float(out[0, 0, 1, 1]) == pytest.approx(0.5)
+    assert float(out[0, 0, 0, 0]) == pytest.approx(0.2)
     assert float(lt.magnify(onset, occ, 20.0).max()) == 1.0  # clamped
     blur = torch.ones(1, 1, 3, 3) / 9
     mid = lt.magnify(onset, occ, 9.0, blur)  # difference .1 spread over 3×3: +.1 each
-    assert float(mid[0, 0, 0, 0]) == pytest.approx(0.3) and float(mid[0, 0, 3, 3]) == pytest.approx(0.2)
+    assert float(mid[0, 0, 0, 0]) == pytest.approx(0.3)  # the window of (0, 0) holds (1, 1)
+    assert float(mid[0, 0, 3, 3]) == pytest.approx(0.2)
     assert float(mid[0, 0, 1, 1]) == pytest.approx(0.4)
 
 
@@ -154,6 +156,9 @@ def test_candidates_are_onset_occurring_offset():
     assert cand[..., 0, 0].tolist() == [[[0, 1, 5], [0, 4, 5]], [[0, 3, 5], [0, 3, 5]]]
     module.eval()
     assert module.slots(2).tolist() == [[0, 2, 3], [0, 2, 3]]
+    magnified = lt.module_class()(torch.nn.Identity(), 3, 4, 2, 3, "uniform", 8, 1.0, 2.0, 0.0)
+    cand = magnified.candidates(x / 20, torch.tensor([[0, 3], [2, 2]]))  # onset 0, offset .25
+    np.testing.assert_allclose(cand[0, :, :, 0, 0].numpy(), [[0, 0.15, 0.25], [0, 0.6, 0.25]])
 
 
 # --------------------------------------------------------------------------- training
@@ -177,22 +182,22 @@ def stacks(n: int, seed: int, pool: int = 6, size: int = 32) -> tuple[np.ndarray
 def fitted():
     torch.set_num_threads(1)
     X, y = stacks(24, 0)
-    model = merbench.model("ltr3o", num_classes=3, epochs=6, lr=1e-3, batch_size=12,
+    model = merbench.model("ltr3o", num_classes=3, epochs=4, lr=1e-3, batch_size=12,
                            candidates=3, test_candidates=4, pretrained=False, seed=0,
                            device="cpu")
     return model.fit(X, y), X, y
 
 
 def test_training_reduces_the_loss(fitted):
-    model, X, y = fitted
+    model, _, _ = fitted
     h = model.history_
-    assert len(h) == 6 and {"loss", "loss_ce", "loss_rank"} <= set(h[0])
+    assert len(h) == 4 and {"loss", "loss_ce", "loss_rank"} <= set(h[0])
     for r in h:
         assert r["loss"] == pytest.approx(r["loss_ce"] + r["loss_rank"], rel=1e-5)
         assert 0 <= r["loss_rank"] <= 0.15
-    assert np.mean([r["loss"] for r in h[-2:]]) < np.mean([r["loss"] for r in h[:2]])
+    assert np.mean([r["loss"] for r in h[-2:]]) < 0.8 * np.mean([r["loss"] for r in h[:2]])
+    assert h[-1]["loss_ce"] < h[0]["loss_ce"]
     assert model.init_ == "random"
-    assert (model.predict(X) == y).mean() > 0.5
 
 
 def test_draws_differ_between_epochs_and_tests_are_fixed(monkeypatch):
@@ -262,7 +267,8 @@ def write_smic(root: Path, subjects: int = 2, frames: int = 12) -> None:
         folder = root / "HS" / f"s{s}" / "micro" / sample.label / f"s{s}_{short[sample.label]}_01"
         folder.mkdir(parents=True)
         for t, frame in enumerate(ds.render(sample)):
-            cv2.imwrite(str(folder / f"image{1000 + t}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            cv2.imwrite(str(folder / f"image{1000 + t}.png"),
+                        cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
 
 
 def test_runs_on_smic_without_apex_and_poisoned_apex_changes_nothing(tmp_path, monkeypatch, cli):
@@ -294,3 +300,36 @@ def test_runs_on_smic_without_apex_and_poisoned_apex_changes_nothing(tmp_path, m
     res = cli("leaderboard", "--protocol", "smic-3class-loso", "--store",
               str(tmp_path / "a.sqlite"), "--no-published", "--format", "csv")
     assert res.code == 0 and "ltr3o" in res.out
+
+
+def test_methods_registered_as_ltr3o_style():
+    for name in ("ltr3o", "ltr3o-apex"):
+        assert name in merbench.names("method")
+    params = Method.named("ltr3o", {}).params()
+    assert params["three-o.occurring"] == "span" and params["three-o.frames"] == 16
+    assert (params["model.candidates"], params["model.test_candidates"], params["model.margin"],
+            params["model.channels_first"]) == (5, 8, 0.15, True)
+    ablation = Method.named("ltr3o-apex", {})
+    assert ablation.params()["three-o.occurring"] == "apex"
+    assert ablation.params()["model.candidates"] == 1
+    assert "LTR3O-style" in ablation.description
+    assert "LTR3O-style" in Method.named("ltr3o", {}).description
+
+
+def test_saved_state_round_trip(fitted, tmp_path):
+    model, X, _ = fitted
+    params = {k: v for k, v in model.get_params().items() if k != "pretrained"}
+    missing = tmp_path / "not-there.safetensors"  # never read: the saved state replaces it
+    again = merbench.model("ltr3o", **params, pretrained=str(missing))
+    again.set_state(model.get_state(), model.input_shape(X))
+    assert again.init_ == "saved-state"
+    np.testing.assert_allclose(again.predict_proba(X[:4]), model.predict_proba(X[:4]), atol=1e-6)
+
+
+def test_reported_row_is_kept_apart_from_the_ltr3o_style_method():
+    from merbench.leaderboard import published
+
+    (row,) = [r for r in published("megc2019-composite") if r["method"] == "LTR3O"]
+    assert (row["UF1"], row["UAR"], row["source"]) == (0.8931, 0.8819, "reported")
+    assert row["per_dataset"]["casme2"] == {"UF1": 0.9578}
+    assert "Zhu" in row["citation"] and "LTR3O-style" in row["note"]
