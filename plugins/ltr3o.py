@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from merbench import Clip, MethodSpec, Step, hookimpl
-from merbench.clips import _where, check_size, resize_image, resolve_apex, to_grey
+from merbench.clips import check_size, resize_image, resolve_apex, to_grey, where
 from merbench.errors import ConfigError, DataError
 from merbench.training import TorchClassifier, resolve_device
 
@@ -88,15 +88,15 @@ class ThreeO(Step):
     def __call__(self, clip: Clip) -> np.ndarray:
         n, onset, end = clip.n_frames, clip.onset, clip.end
         if not 0 <= onset <= end < n:
-            raise DataError(f"{_where(clip)}: onset..offset {onset}..{end} is not inside the "
+            raise DataError(f"{where(clip)}: onset..offset {onset}..{end} is not inside the "
                             f"clip's {n} frames", "fix the annotation or add an erratum")
         if self.occurring == "apex":
             apex, estimated = resolve_apex(clip)
             if not onset <= apex <= end:
-                raise DataError(f"{_where(clip)}: apex {apex} is outside onset..offset "
+                raise DataError(f"{where(clip)}: apex {apex} is outside onset..offset "
                                 f"{onset}..{end}", "fix the annotation or add an erratum")
             if estimated:
-                log.info("%s: no annotated apex, estimated frame %d used", _where(clip), apex)
+                log.info("%s: no annotated apex, estimated frame %d used", where(clip), apex)
             middle = np.array([apex])
         else:
             middle = occurring_indices(onset, end, self.frames)

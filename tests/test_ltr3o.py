@@ -324,12 +324,3 @@ def test_saved_state_round_trip(fitted, tmp_path):
     again.set_state(model.get_state(), model.input_shape(X))
     assert again.init_ == "saved-state"
     np.testing.assert_allclose(again.predict_proba(X[:4]), model.predict_proba(X[:4]), atol=1e-6)
-
-
-def test_reported_row_is_kept_apart_from_the_ltr3o_style_method():
-    from merbench.leaderboard import published
-
-    (row,) = [r for r in published("megc2019-composite") if r["method"] == "LTR3O"]
-    assert (row["UF1"], row["UAR"], row["source"]) == (0.8931, 0.8819, "reported")
-    assert row["per_dataset"]["casme2"] == {"UF1": 0.9578}
-    assert "Zhu" in row["citation"] and "LTR3O-style" in row["note"]
