@@ -472,7 +472,7 @@ def _split_values(key: str, text: str) -> list[str]:
 def _grid_settings(methods: list[str], sets: tuple[str, ...]) -> dict[str, list[dict[str, str]]]:
     """Per method, every combination of the --set values that apply to it. A key applies to
     the methods that have it (model.epochs to the deep models of a grid, ars.n_key to the ARS
-    ones); a key no method has is refused with the first method's error."""
+    ones); a key no method has is refused, with the first method's reason."""
     from itertools import product
 
     from .methods import Method
@@ -487,7 +487,9 @@ def _grid_settings(methods: list[str], sets: tuple[str, ...]) -> dict[str, list[
             except ConfigError as exc:
                 errors[method] = exc
         if len(errors) == len(methods):
-            raise errors[methods[0]]
+            first = errors[methods[0]]
+            raise ConfigError(f"--set {key} fits none of the grid's methods; {first.problem}",
+                              first.fix)
         takes[key] = set(methods) - set(errors)
     out = {}
     for method in methods:

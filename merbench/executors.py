@@ -294,16 +294,20 @@ class _Slot:
     position: int
 
 
-def _ray_task(payload: bytes, threads: int, plugins: Mapping[str, tuple[str, str]],
+def _ray_task(payload: bytes, threads: int, gpus: float, plugins: Mapping[str, tuple[str, str]],
               *arrays: Any) -> Any:
     """One Ray task: register the driver's run-time plugins (once per worker process), give
-    torch the CPUs the task asked for (workers are reused by tasks of other sizes), then
-    unpickle ``(fn, args)`` (only now: they may name a run-time plugin's classes) and run
-    ``fn(*args)``. Shared arrays arrive as top-level arguments, which Ray resolves to
-    read-only, zero-copy views of the object store."""
+    torch the CPUs the task asked for (workers are reused by tasks of other sizes) and no GPU
+    unless it asked for one (Ray leaves them visible), then unpickle ``(fn, args)`` (only now:
+    they may name a run-time plugin's classes) and run ``fn(*args)``. Shared arrays arrive as
+    top-level arguments, which Ray resolves to read-only, zero-copy views of the object
+    store."""
     import pickle
 
     from .plugins import register_plugin
+
+    if not gpus:  # Ray sets CUDA_VISIBLE_DEVICES for GPU tasks only; keep the others off GPUs
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
     for name, (module, path) in plugins.items():
         if name not in _RAY_PLUGINS:
@@ -447,6 +451,10 @@ class RayExecutor(Executor):
                     f"one task (largest node: {largest.get('CPU', 0):g} CPUs, "
                     f"{largest.get('GPU', 0):g} GPUs)",
                     "lower --cpus-per-fold / --gpus-per-fold, or add such a node to the cluster")
+        gpus = sum(r.get("GPU", 0) for r in nodes)
+        if gpus and not self.gpus_per_fold:
+            log.warning("the Ray cluster has %g GPUs but folds ask for none: they run on CPUs "
+                        "(--gpus-per-fold 1, or 0.25 to share a GPU, puts them on GPUs)", gpus)
 
     # -- the executor interface -------------------------------------------------------------
     def share(self, array: np.ndarray) -> Any:
@@ -483,7 +491,7 @@ class RayExecutor(Executor):
                 ref = self._remote.options(
                     num_cpus=cpus, num_gpus=gpus, max_retries=self.max_retries,
                     retry_exceptions=False, name=task_label(fn, task)[:100],
-                ).remote(payload, threads, plugins, *shared)
+                ).remote(payload, threads, gpus, plugins, *shared)
                 pending[ref] = index
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)

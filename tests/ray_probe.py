@@ -22,24 +22,27 @@ SUBJECTS = ("synthetic/s01", "synthetic/s02", "synthetic/s03", "synthetic/s04")
 
 class Probe(LogReg):
     """``kill``: the fold (test subject) whose first fit kills its worker (every fit with
-    ``kill_always``); ``fail``: the fold whose fit raises a DataError; ``log_dir``: one file per
-    fit, named ``<fold>.<pid>.<ns>``."""
+    ``kill_always``); ``fail``: the fold whose fit raises a DataError (only while the file
+    ``fail_while`` exists, when given); ``log_dir``: one file per fit, named
+    ``<fold>.<pid>.<ns>``."""
 
     def __init__(self, num_classes: int = 3, C: float = 0.1, max_iter: int = 1000,
                  class_weight: str | None = "balanced", seed: int = 0, log_dir: str = "",
-                 kill: str = "", kill_always: bool = False, fail: str = "") -> None:
+                 kill: str = "", kill_always: bool = False, fail: str = "",
+                 fail_while: str = "") -> None:
         super().__init__(num_classes, C, max_iter, class_weight, seed)
         self.log_dir = log_dir
         self.kill = kill
         self.kill_always = kill_always
         self.fail = fail
+        self.fail_while = fail_while
 
     def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> "Probe":
         (fold,) = set(SUBJECTS) - set(np.asarray(groups).tolist())
         if self.log_dir:
             name = f"{fold.replace('/', '_')}.{os.getpid()}.{time.time_ns()}"
             (Path(self.log_dir) / name).write_text("fit")
-        if self.fail == fold:
+        if self.fail == fold and (not self.fail_while or Path(self.fail_while).exists()):
             raise DataError(f"probe: bad data for {fold}", "fix the probe")
         if self.kill == fold:
             marker = Path(self.log_dir) / f"killed_{fold.replace('/', '_')}"
@@ -70,6 +73,7 @@ def inspect_task(X: np.ndarray, job: Any) -> dict[str, Any]:
     return {"writeable": X.flags.writeable, "owndata": X.flags.owndata,
             "test_sum": float(np.asarray(X[job.test_idx]).sum()),
             "threads": torch.get_num_threads(), "gpus": list(ray.get_gpu_ids()),
+            "cuda_visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "pid": os.getpid(), "start": start, "end": time.time()}
 
 

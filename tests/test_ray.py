@@ -106,7 +106,7 @@ def test_tasks_read_the_shared_array_zero_copy_with_the_resources_they_asked_for
     for k, seen in out.items():
         assert (seen["writeable"], seen["owndata"]) == (False, False)  # a view of the store
         assert seen["test_sum"] == float(X[6 * k:6 * k + 6].sum())
-        assert seen["threads"] == 2 and seen["gpus"] == []
+        assert seen["threads"] == 2 and seen["gpus"] == [] and seen["cuda_visible"] == ""
     # 2 CPUs per fold on a 2-CPU instance: one fold at a time
     spans = sorted((s["start"], s["end"]) for s in out.values())
     assert all(b[0] >= a[1] - 0.05 for a, b in zip(spans, spans[1:]))
@@ -114,7 +114,7 @@ def test_tasks_read_the_shared_array_zero_copy_with_the_resources_they_asked_for
     with RayExecutor(gpus_per_fold=0.5) as ex:  # two folds share the one GPU
         handle = ex.share(X)
         out = dict(ex.map(probe.inspect_task, [(handle, job) for job in jobs[:2]]))
-    assert [s["gpus"] for s in out.values()] == [[0], [0]]
+    assert [(s["gpus"], s["cuda_visible"]) for s in out.values()] == [([0], "0"), ([0], "0")]
     assert [s["threads"] for s in out.values()] == [1, 1]
 
 
