@@ -338,6 +338,17 @@ def _plugin_paths() -> dict[str, tuple[str, str]]:
     return out
 
 
+def _absolute(job: FoldJob) -> FoldJob:
+    """The job with its paths absolute: a worker's working directory is not the driver's."""
+    import dataclasses
+
+    def resolve(path: str | None) -> str | None:
+        return str(Path(path).absolute()) if path else path
+
+    return dataclasses.replace(job, checkpoint=resolve(job.checkpoint),
+                               train_state=resolve(job.train_state))
+
+
 def _death(exc: BaseException) -> str:
     """Why a Ray task's worker is gone, in a few words."""
     ray = import_ray()
@@ -374,11 +385,15 @@ class RayExecutor(Executor):
     def __init__(self, address: str | None = None, *, cpus_per_fold: float = 1.0,
                  gpus_per_fold: float = 0.0, max_retries: int = 3, preprocess: str = "cluster",
                  num_cpus: int | None = None) -> None:
-        for what, value, low in (("--cpus-per-fold", cpus_per_fold, 0.0),
-                                 ("--gpus-per-fold", gpus_per_fold, -1e-12)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= low:
-                raise ConfigError(f"{what} must be a {'positive' if low == 0 else 'non-negative'}"
-                                  f" number, got {value!r}", "e.g. 1, 0.5 or 0.25")
+        def number(value: Any) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+        if not number(cpus_per_fold) or cpus_per_fold <= 0:
+            raise ConfigError(f"--cpus-per-fold must be a positive number, got {cpus_per_fold!r}",
+                              "e.g. 1, 4 or 0.5")
+        if not number(gpus_per_fold) or gpus_per_fold < 0:
+            raise ConfigError(f"--gpus-per-fold must be 0 or more, got {gpus_per_fold!r}",
+                              "e.g. 1, 0.5 or 0.25")
         if gpus_per_fold > 1 and gpus_per_fold != int(gpus_per_fold):
             raise ConfigError(f"--gpus-per-fold {gpus_per_fold}: above 1 it must be a whole "
                               "number", "Ray shares a GPU only in fractions of one")
@@ -409,9 +424,10 @@ class RayExecutor(Executor):
             address = self.address or "local"
             kwargs: dict[str, Any] = {"address": address, "logging_level": logging.WARNING}
             if address == "local":
-                # without a bound Ray retries an out-of-memory kill forever: a hang
-                os.environ.setdefault("RAY_task_oom_retries", str(self.max_retries))
                 kwargs.update(num_cpus=self.num_cpus, include_dashboard=False)
+            # the driver owns the tasks and decides their retries: bound those after an
+            # out-of-memory kill too (some Ray versions retry them for ever: a hang)
+            os.environ.setdefault("RAY_task_oom_retries", str(self.max_retries))
             try:
                 ray.init(**kwargs)
             except ConnectionError as exc:
@@ -486,7 +502,8 @@ class RayExecutor(Executor):
             for index, task in enumerate(tasks):
                 shared = [self._objects[a.key] for a in task if isinstance(a, RayShared)]
                 slots = iter(range(len(shared)))
-                args = [_Slot(next(slots)) if isinstance(a, RayShared) else a for a in task]
+                args = [_Slot(next(slots)) if isinstance(a, RayShared) else
+                        _absolute(a) if isinstance(a, FoldJob) else a for a in task]
                 payload = ray.cloudpickle.dumps((fn, args))
                 ref = self._remote.options(
                     num_cpus=cpus, num_gpus=gpus, max_retries=self.max_retries,

@@ -15,9 +15,24 @@ import numpy as np
 
 from merbench import MethodSpec, hookimpl
 from merbench.errors import DataError
-from merbench_plugins.baseline import LogReg
+from merbench_plugins.baseline import ApexDiff, LogReg
 
 SUBJECTS = ("synthetic/s01", "synthetic/s02", "synthetic/s03", "synthetic/s04")
+
+
+class LoggedDiff(ApexDiff):
+    """Apex differences that leave a file ``step.<pid>.<ns>`` in ``log_dir`` per sample."""
+
+    name = "probe-diff"
+
+    def __init__(self, size: int | None = 16, log_dir: str = "") -> None:
+        super().__init__(size)
+        self.log_dir = log_dir
+
+    def __call__(self, clip: Any) -> np.ndarray:
+        if self.log_dir:
+            (Path(self.log_dir) / f"step.{os.getpid()}.{time.time_ns()}").write_text("")
+        return super().__call__(clip)
 
 
 class Probe(LogReg):
@@ -78,10 +93,15 @@ def inspect_task(X: np.ndarray, job: Any) -> dict[str, Any]:
 
 
 @hookimpl
+def register_preprocessors(register):  # type: ignore[no-untyped-def]
+    register("probe-diff", LoggedDiff)
+
+
+@hookimpl
 def register_models(register):  # type: ignore[no-untyped-def]
     register("ray-probe", Probe)
 
 
 @hookimpl
 def register_methods(register):  # type: ignore[no-untyped-def]
-    register("probe-logreg", MethodSpec((("apex-diff", {"size": 16}),), ("ray-probe", {})))
+    register("probe-logreg", MethodSpec((("probe-diff", {"size": 16}),), ("ray-probe", {})))

@@ -75,6 +75,24 @@ def test_sklearn_methods_give_the_serial_predictions_exactly(ray_session: None, 
     assert ray.is_initialized()  # the executor left the session it did not start running
 
 
+def test_preprocessing_runs_on_the_cluster_or_in_the_driver(probe: Any, tmp_path: Path,
+                                                           tiny) -> None:
+    import os
+
+    pids = {}
+    for where in ("cluster", "driver"):
+        logs = tmp_path / where
+        logs.mkdir()
+        with RayExecutor(preprocess=where) as ex:
+            result = merbench.run(protocol="synthetic-loso", method="probe-logreg",
+                                  dataset_params=tiny, store=tmp_path / "s.sqlite", executor=ex,
+                                  use_cache=False, overrides={"probe-diff.log_dir": str(logs)})
+        assert len(result.predictions) == 24
+        pids[where] = [int(p.name.split(".")[1]) for p in logs.glob("step.*")]
+        assert len(pids[where]) == 24  # each sample preprocessed once
+    assert os.getpid() not in pids["cluster"] and set(pids["driver"]) == {os.getpid()}
+
+
 def test_a_deep_model_gives_the_serial_predictions_exactly(ray_session: None, tmp_path: Path,
                                                            one_torch_thread: None) -> None:
     index = write_index(tmp_path)  # 28x28x3 inputs, 4 subjects x 3 classes x 3 clips
