@@ -583,9 +583,11 @@ def grid(protocols: tuple[str, ...], methods: tuple[str, ...], sets: tuple[str, 
         for method in methods_:
             for overrides in settings[method]:
                 for k in range(seeds):
-                    plans.append(plan_run(protocol=protocol, method=method, overrides=overrides,
-                                          seed=seed + k, **common))
-                    shown.append(overrides)
+                    plan = plan_run(protocol=protocol, method=method, overrides=overrides,
+                                    seed=seed + k, **common)
+                    if all(p.run_id != plan.run_id for p in plans):  # model.C=0.1,.1: one run
+                        plans.append(plan)
+                        shown.append(overrides)
     folds = sum(len(p.todo) for p in plans if not p.reused)
     click.echo(f"grid: {len(plans)} runs ({sum(p.reused for p in plans)} already finished, "
                f"{sum(bool(p.resumed) and not p.reused for p in plans)} resumed), {folds} folds "

@@ -42,8 +42,8 @@ def test_set_values_split_at_top_level_commas() -> None:
 
 def test_a_grid_runs_every_combination_a_method_takes(tmp_path: Path, cli: Any) -> None:
     store = tmp_path / "s.sqlite"
-    res = cli("grid", "-p", "synthetic-loso", "-m", "chance", "-m", "diff-logreg",
-              "--set", "model.C=0.1,1.0", "--set", "model.strategy=uniform,prior",
+    res = cli("grid", "-p", "synthetic-loso", "-m", "chance", "-m", "diff-logreg", "-m", "chance",
+              "--set", "model.C=0.1,1.0,.1", "--set", "model.strategy=uniform,prior",
               "--seed", "5", "--store", store, *TINY_ARGS)
     assert res.code == 0, res.err
     assert "grid: 4 runs (0 already finished, 0 resumed), 16 folds to run" in res.err
