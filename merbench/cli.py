@@ -2,11 +2,12 @@
 shows the traceback."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import click
 
@@ -23,6 +24,57 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
         k, _, val = v.partition("=")
         out[k.strip()] = val.strip()
     return out
+
+
+def _executor_options(fn: Any) -> Any:
+    """--executor and the Ray options, shared by `run` and `grid` (passed on as
+    ``**executor_opts``)."""
+    options = [
+        click.option("--executor", default="local", show_default=True, envvar="MERBENCH_EXECUTOR",
+                     type=click.Choice(["local", "ray"]),
+                     help="Where folds run: local (serial, or --workers processes) or ray (a Ray "
+                          "cluster, or a local Ray instance). Env: MERBENCH_EXECUTOR."),
+        click.option("--ray-address", default=None, envvar="RAY_ADDRESS", metavar="auto|HOST:PORT",
+                     help="Ray cluster to join (auto: the one `ray start` runs here); default: "
+                          "start a local Ray instance. Env: RAY_ADDRESS."),
+        click.option("--cpus-per-fold", default=None, type=float,
+                     help="CPUs each fold task asks Ray for (and torch threads) [1]."),
+        click.option("--gpus-per-fold", default=None, type=float,
+                     help="GPUs each fold task asks Ray for; 0.25 lets four folds share a GPU [0]."),
+        click.option("--max-retries", default=None, type=int,
+                     help="Ray: runs of a task again after its worker died [3]."),
+        click.option("--ray-preprocess", default=None, type=click.Choice(["cluster", "driver"]),
+                     help="Ray: preprocess on the cluster (data and cache on a shared "
+                          "filesystem) or in this process (data here only) [cluster]."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+@contextlib.contextmanager
+def _executor_from(workers: int, device: str, opts: dict[str, Any]) -> Iterator[Any]:
+    """The executor the options ask for (None: the runner's own local one), closed after."""
+    from .executors import make_executor
+
+    ray_opts = {k: v for k, v in opts.items() if k != "executor" and v is not None}
+    if opts["executor"] != "ray":
+        ctx = click.get_current_context()
+        given = [k for k in ray_opts if ctx.get_parameter_source(k) !=
+                 click.core.ParameterSource.ENVIRONMENT]
+        if given:
+            raise ConfigError(f"--{given[0].replace('_', '-')} is an option of the Ray executor",
+                              "add --executor ray (or set MERBENCH_EXECUTOR=ray)")
+        yield None
+        return
+    if device == "cuda" and not ray_opts.get("gpus_per_fold"):
+        raise ConfigError("--device cuda under Ray needs GPUs for the folds",
+                          "add --gpus-per-fold (e.g. 1, or 0.25 to share a GPU)")
+    executor = make_executor(workers, "ray", **ray_opts)
+    try:
+        yield executor
+    finally:
+        executor.close()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -114,28 +166,25 @@ def _echo_scores(rep: dict[str, Any], title: str) -> None:
 @click.option("--rerun", is_flag=True, help="Run again even if this exact run is finished.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_executor_options
 def run(protocol: str, method: str, data_root: tuple[str, ...], data_param: tuple[str, ...],
         seed: int, seeds: int | None, sets: tuple[str, ...], device: str, workers: int,
         store: str | None, cache_dir: str | None, no_cache: bool, inputs: str | None,
-        checkpoints: str | None, skip_bad: bool, rerun: bool, quiet: bool, as_json: bool) -> None:
+        checkpoints: str | None, skip_bad: bool, rerun: bool, quiet: bool, as_json: bool,
+        **executor_opts: Any) -> None:
     """Run METHOD under PROTOCOL; an interrupted run resumes when run again."""
-    from .methods import parse_value
     from .runner import run as do_run
     from .runner import run_seeds
 
-    dparams: dict[str, dict[str, Any]] = {}
-    for key, value in _pairs(data_param, "--data-param").items():
-        name, _, param = key.partition(".")
-        if not param:
-            raise ConfigError(f"--data-param {key} needs NAME.KEY", "e.g. synthetic.subjects=6")
-        dparams.setdefault(name, {})[param] = parse_value(value)
+    dparams = _data_params(data_param)
     kwargs = dict(protocol=protocol, method=method, data_roots=_pairs(data_root, "--data-root"),
                   overrides=_pairs(sets, "--set"), device=device, workers=workers, store=store,
                   cache_dir=cache_dir, use_cache=not no_cache,
                   quiet=quiet or not sys.stderr.isatty(), dataset_params=dparams, inputs=inputs,
                   checkpoints=checkpoints, skip_bad=skip_bad, rerun=rerun)
-    results = run_seeds(seeds=seeds, seed=seed, **kwargs) if seeds is not None \
-        else do_run(seed=seed, **kwargs)
+    with _executor_from(workers, device, executor_opts) as executor:
+        results = run_seeds(seeds=seeds, seed=seed, executor=executor, **kwargs) \
+            if seeds is not None else do_run(seed=seed, executor=executor, **kwargs)
     if isinstance(results, list) and as_json:
         from .metrics import report_to_dict
 
@@ -520,6 +569,7 @@ def sweep(protocol: str, method: str, sets: tuple[str, ...], seed: int, seeds: i
 
 
 def _data_params(values: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """--data-param NAME.KEY=VALUE options as {dataset: {key: value}}."""
     from .methods import parse_value
 
     out: dict[str, dict[str, Any]] = {}
@@ -529,6 +579,172 @@ def _data_params(values: tuple[str, ...]) -> dict[str, dict[str, Any]]:
             raise ConfigError(f"--data-param {key} needs NAME.KEY", "e.g. synthetic.subjects=6")
         out.setdefault(name, {})[param] = parse_value(value)
     return out
+
+
+def _split_values(key: str, text: str) -> list[str]:
+    """``v1,v2`` -> [v1, v2]; commas inside brackets or quotes stay: ``(64,64),(32,32)``."""
+    out, depth, quote, current = [], 0, "", ""
+    for ch in text:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            out.append(current.strip())
+            current = ""
+            continue
+        current += ch
+    out.append(current.strip())
+    if "" in out:
+        raise ConfigError(f"--set {key}={text} has an empty value", "write KEY=V1,V2,...")
+    return out
+
+
+def _grid_settings(methods: list[str], sets: tuple[str, ...]) -> dict[str, list[dict[str, str]]]:
+    """Per method, every combination of the --set values that apply to it. A key applies to
+    the methods that have it (model.epochs to the deep models of a grid, ars.n_key to the ARS
+    ones); a key no method has is refused, with the first method's reason."""
+    from itertools import product
+
+    from .methods import Method
+
+    sweeps = {k: _split_values(k, v) for k, v in _pairs(sets, "--set").items()}
+    takes: dict[str, set[str]] = {}
+    for key, values in sweeps.items():
+        errors = {}
+        for method in methods:
+            try:
+                Method.named(method, {key: values[0]})
+            except ConfigError as exc:
+                errors[method] = exc
+        if len(errors) == len(methods):
+            first = errors[methods[0]]
+            raise ConfigError(f"--set {key} fits none of the grid's methods; {first.problem}",
+                              first.fix)
+        takes[key] = set(methods) - set(errors)
+    out = {}
+    for method in methods:
+        keys = [k for k in sweeps if method in takes[k]]
+        out[method] = [dict(zip(keys, combo)) for combo in product(*(sweeps[k] for k in keys))]
+    return out
+
+
+def _grid_table(results: list[Any], settings: list[dict[str, str]]) -> str:
+    """One row per configuration (protocol, method, settings): UF1/UAR mean ± std over its
+    seeds, and how many of its runs finished."""
+    from tabulate import tabulate
+
+    from .leaderboard import _mean_std
+
+    groups: dict[tuple[str, str, str], list[Any]] = {}
+    for result, overrides in zip(results, settings):
+        shown = " ".join(f"{k}={v}" for k, v in overrides.items())
+        groups.setdefault((result.protocol.label, result.method, shown), []).append(result)
+
+    def cell(values: list[float]) -> str:
+        if not values:
+            return "-"
+        m = _mean_std(values)
+        return f"{m['mean']:.4f}" if len(values) == 1 else f"{m['mean']:.4f} ± {m['std']:.4f}"
+
+    rows = []
+    for (proto, method, shown), runs in groups.items():
+        ok = [r for r in runs if r.error is None]
+        rows.append([proto, method, shown, ",".join(str(r.seed) for r in runs),
+                     cell([r.uf1 for r in ok]), cell([r.uar for r in ok]),
+                     f"{len(ok)}/{len(runs)}" + ("" if len(ok) == len(runs) else " (failed: " +
+                                                  ", ".join(r.run_id[:8] for r in runs
+                                                            if r.error) + ")")])
+    return tabulate(rows, headers=["protocol", "method", "settings", "seeds", "UF1", "UAR",
+                                   "finished"], tablefmt="simple")
+
+
+@cli.command()
+@click.option("--protocol", "-p", "protocols", multiple=True, required=True,
+              help="Protocol name or TOML file; repeat for several.")
+@click.option("--method", "-m", "methods", multiple=True, required=True,
+              help="Method name; repeat for several.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=V1,V2,...",
+              help="A parameter and its values; every combination is a run. Applies to the "
+                   "methods that have KEY.")
+@click.option("--seed", default=0, show_default=True, type=int, help="First seed.")
+@click.option("--seeds", default=1, show_default=True, type=int,
+              help="Seeds per configuration: seed, seed+1, ...")
+@click.option("--data-root", "data_root", multiple=True, metavar="NAME=DIR",
+              help="Root of a dataset release, e.g. casme2=/data/CASME2.")
+@click.option("--data-param", "data_param", multiple=True, metavar="NAME.KEY=VALUE",
+              help="A dataset parameter, e.g. synthetic.subjects=6.")
+@click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--workers", default=1, show_default=True, type=int, help="Parallel fold workers.")
+@click.option("--store", default=None, help="Results store (default merbench-results/results.sqlite).")
+@click.option("--cache-dir", default=None, help="Preprocessing cache (default ~/.cache/merbench).")
+@click.option("--no-cache", is_flag=True, help="Do not read or write the preprocessing cache.")
+@click.option("--inputs", default=None, help="Index CSV of precomputed inputs (folder dataset).")
+@click.option("--skip-bad", is_flag=True, help="Skip (and record) samples that cannot be read.")
+@click.option("--rerun", is_flag=True, help="Run again even the runs that are finished.")
+@click.option("--fail-fast", is_flag=True,
+              help="Stop the whole grid at the first failure (default: the other runs go on).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option("--json", "as_json", is_flag=True, help="Print every run's report as JSON.")
+@_executor_options
+def grid(protocols: tuple[str, ...], methods: tuple[str, ...], sets: tuple[str, ...], seed: int,
+         seeds: int, data_root: tuple[str, ...], data_param: tuple[str, ...], device: str,
+         workers: int, store: str | None, cache_dir: str | None, no_cache: bool,
+         inputs: str | None, skip_bad: bool, rerun: bool, fail_fast: bool, quiet: bool,
+         as_json: bool, **executor_opts: Any) -> None:
+    """Every combination of PROTOCOLs x METHODs x --set values x seeds, scheduled together:
+    all their folds share one executor (a cluster stays busy across runs), every run is stored
+    and resumable like a single run, one table sums them up. A run that fails does not stop
+    the others; the command then exits non-zero naming it, and running it again resumes."""
+    from .runner import execute, plan_run
+    from .store import DEFAULT_STORE, Store
+
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be a positive integer, got {seeds}")
+    methods_ = list(dict.fromkeys(methods))
+    settings = _grid_settings(methods_, sets)
+    st = Store(store or DEFAULT_STORE)
+    common = dict(data_roots=_pairs(data_root, "--data-root"),
+                  dataset_params=_data_params(data_param), device=device, store=st,
+                  cache_dir=cache_dir, use_cache=not no_cache,
+                  quiet=quiet or not sys.stderr.isatty(), inputs=inputs, skip_bad=skip_bad,
+                  rerun=rerun)
+    plans, shown = [], []
+    for protocol in dict.fromkeys(protocols):  # every run is planned (and checked) first
+        for method in methods_:
+            for overrides in settings[method]:
+                for k in range(seeds):
+                    plan = plan_run(protocol=protocol, method=method, overrides=overrides,
+                                    seed=seed + k, **common)
+                    if all(p.run_id != plan.run_id for p in plans):  # model.C=0.1,.1: one run
+                        plans.append(plan)
+                        shown.append(overrides)
+    folds = sum(len(p.todo) for p in plans if not p.reused)
+    click.echo(f"grid: {len(plans)} runs ({sum(p.reused for p in plans)} already finished, "
+               f"{sum(bool(p.resumed) and not p.reused for p in plans)} resumed), {folds} folds "
+               f"to run", err=True)
+    with _executor_from(workers, device, executor_opts) as executor:
+        results = execute(plans, executor=executor, workers=workers, keep_going=not fail_fast)
+    if as_json:
+        from .metrics import report_to_dict
+
+        click.echo(json.dumps([{"run": r.run_id, "protocol": r.protocol.label,
+                                "method": r.method, "seed": r.seed, "settings": o,
+                                "error": r.error, **(report_to_dict(r.report) if r.report else {})}
+                               for r, o in zip(results, shown)], indent=2))
+    else:
+        click.echo(_grid_table(results, shown))
+    failed = [r for r in results if r.error]
+    if failed:
+        first = failed[0]
+        raise MerbenchError(f"{len(failed)} of {len(results)} runs failed; first: run "
+                            f"{first.run_id[:8]} ({first.method}, seed {first.seed}): "
+                            f"{first.error}", "fix it and run the same command again: finished "
+                            "runs are reused, failed ones resume at their unfinished folds")
 
 
 def _install_plugin_commands() -> None:

@@ -21,7 +21,7 @@ import numpy as np
 
 from .datasets import Dataset, DatasetView
 from .errors import CheckpointError, ConfigError, DataError
-from .executors import Executor, FoldJob, make_executor, run_fold
+from .executors import Executor, FoldJob, TaskFailure, make_executor, run_fold
 from .ids import normalise_subject
 from .methods import Method
 from .metrics import Prediction, report
@@ -45,6 +45,7 @@ class RunResult:
     resumed_folds: int = 0
     info: dict[str, Any] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None  # why the run failed (execute(keep_going=True) only)
 
     @property
     def uf1(self) -> float:
@@ -236,20 +237,32 @@ class _Batch:
     left: int
 
 
-def execute(plans: Sequence[RunPlan], executor: Executor | None = None, workers: int = 1
-            ) -> list[RunResult]:
+def execute(plans: Sequence[RunPlan], executor: Executor | None = None, workers: int = 1,
+            keep_going: bool = False) -> list[RunResult]:
     """Run the unfinished folds of several planned runs as one stream of tasks on one executor
     (a grid keeps every worker busy across runs). Each fold is stored the moment it finishes
     (the driver is the store's only writer); a run is marked finished with its last fold. On
     an interruption or a failure the unfinished runs are marked so, and running the same
-    command again resumes them."""
+    command again resumes them. With ``keep_going`` (a grid) a run whose preprocessing or fold
+    fails is marked failed with its error while the other runs go on (its finished folds are
+    still stored); its result carries ``error``."""
     own = executor is None
     ex = executor if executor is not None else make_executor(workers)
     active = [p for p in plans if not p.reused]
+    failed: dict[str, str] = {}  # run id -> error
     try:
         for plan in active:
-            plan.store.set_status(plan.run_id, "running")
-        batches = [_prepare(plan, ex) for plan in active if plan.todo]
+            stale = {"error": None} if plan.store.run(plan.run_id).info.get("error") else None
+            plan.store.set_status(plan.run_id, "running", stale)
+        batches = []
+        for plan in active:
+            if plan.todo:
+                try:
+                    batches.append(_prepare(plan, ex))
+                except Exception as exc:
+                    if not keep_going:
+                        raise
+                    _fail(plan, str(TaskFailure(exc)), failed)
         tasks, owners = [], []
         for batch in batches:
             classes = len(batch.plan.proto.classes)
@@ -259,17 +272,21 @@ def execute(plans: Sequence[RunPlan], executor: Executor | None = None, workers:
                 owners.append((batch, job))
         bar = progress_bar(len(tasks), "folds", any(p.progress for p in active))
         try:
-            for i, (proba, info) in ex.map(run_fold, tasks):
+            for i, out in ex.map(run_fold, tasks, errors=keep_going):
                 batch, job = owners[i]
-                _store_fold(batch, job, proba, info)
+                if isinstance(out, TaskFailure):
+                    _fail(batch.plan, f"fold {job.fold.name}: {out}", failed)
+                else:
+                    _store_fold(batch, job, *out)
                 bar.update(1)
                 batch.left -= 1
                 if batch.left == 0:
-                    _finish(batch, ex)
+                    _finish(batch, ex, batch.plan.run_id not in failed)
         finally:
             bar.close()
         for plan in active:  # runs whose folds were all stored before (a resumed, done run)
-            plan.store.set_status(plan.run_id, "finished")
+            if plan.run_id not in failed:
+                plan.store.set_status(plan.run_id, "finished")
     except KeyboardInterrupt:
         _mark_unfinished(active, "interrupted")
         raise
@@ -281,10 +298,24 @@ def execute(plans: Sequence[RunPlan], executor: Executor | None = None, workers:
             ex.close()
     results = []
     for plan in plans:
-        result = result_from_store(plan.store, plan.run_id, plan.proto)
+        if plan.run_id in failed:
+            rec = plan.store.run(plan.run_id)
+            result = RunResult(rec.id, plan.proto, rec.method, rec.seed, {}, [], info=rec.info,
+                               params=rec.params, error=failed[plan.run_id])
+        else:
+            result = result_from_store(plan.store, plan.run_id, plan.proto)
         result.resumed_folds = plan.resumed
         results.append(result)
     return results
+
+
+def _fail(plan: RunPlan, error: str, failed: dict[str, str]) -> None:
+    """Mark one run of a keep-going execution failed (its first error is kept)."""
+    if plan.run_id not in failed:
+        log.error("run %s (%s, seed %d) failed: %s", plan.run_id, plan.meth.name, plan.seed,
+                  error)
+        failed[plan.run_id] = error
+        plan.store.set_status(plan.run_id, "failed", {"error": error})
 
 
 def _mark_unfinished(plans: Sequence[RunPlan], status: str) -> None:
@@ -337,8 +368,9 @@ def _store_fold(batch: _Batch, job: FoldJob, proba: np.ndarray, info: dict[str, 
         plan.on_fold(job.fold.name, job.fold.index, len(batch.jobs))
 
 
-def _finish(batch: _Batch, executor: Executor) -> None:
-    batch.plan.store.set_status(batch.plan.run_id, "finished")
+def _finish(batch: _Batch, executor: Executor, ok: bool = True) -> None:
+    if ok:
+        batch.plan.store.set_status(batch.plan.run_id, "finished")
     executor.release(batch.handle)
     if batch.state_dir.is_dir() and not any(batch.state_dir.iterdir()):
         batch.state_dir.rmdir()
