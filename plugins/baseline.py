@@ -24,8 +24,8 @@ class ApexDiff(Step):
         self.size = size
 
     def __call__(self, clip: Clip) -> np.ndarray:
-        frames = clip.frames
-        diff = to_grey(frames[resolve_apex(clip)[0]]).astype(np.float32) - to_grey(frames[clip.onset])
+        apex, onset = clip.take([resolve_apex(clip)[0], clip.onset])  # reads just these two
+        diff = to_grey(apex).astype(np.float32) - to_grey(onset)
         return resize_image(diff, self.size).astype(np.float32)
 
 
@@ -39,7 +39,8 @@ class ApexFrame(Step):
         self.size = size
 
     def __call__(self, clip: Clip) -> np.ndarray:
-        return resize_image(to_grey(clip.frames[resolve_apex(clip)[0]]).astype(np.float32), self.size)
+        apex = clip.frame(resolve_apex(clip)[0])
+        return resize_image(to_grey(apex).astype(np.float32), self.size)
 
 
 def full_proba(proba: np.ndarray, seen: np.ndarray, num_classes: int) -> np.ndarray:

@@ -102,8 +102,8 @@ class Flow(Step):
             log.debug("%s: apex estimated, flow to frame %d", where, apex)
         if apex == clip.onset:
             log.warning("%s: apex is the onset frame, the flow is (near) zero", where)
-        frames = clip.frames
-        return optical_flow(frames[clip.onset], frames[apex], self.method, self.tau,
+        first, last = clip.take([clip.onset, apex])  # reads just these two
+        return optical_flow(first, last, self.method, self.tau,
                             self.lambda_, self.theta, self.warps, self.farneback)
 
     def __call__(self, clip: Clip) -> np.ndarray:

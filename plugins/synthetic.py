@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from functools import lru_cache
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -197,9 +197,16 @@ class Synthetic(Dataset):
 
     def load(self, sample: Sample) -> Clip:
         numbers = tuple(range(sample.onset, sample.offset + 1))
+
+        def reader(positions: Sequence[int]) -> np.ndarray:  # renders first..last asked only
+            first, last = min(positions), max(positions)
+            frames = self.render(sample, sample.onset + first, sample.onset + last)
+            return frames[[p - first for p in positions]]
+
         return Clip(lambda: self.render(sample, sample.onset, sample.offset), onset=0,
                     apex=sample.apex - sample.onset, offset=len(numbers) - 1,
-                    sample_id=sample.id, frame_numbers=numbers)
+                    sample_id=sample.id, frame_numbers=numbers, reader=reader,
+                    length=len(numbers))
 
 
 @hookimpl

@@ -147,7 +147,7 @@ def test_corrupt_frame_is_a_data_error(tmp_path: Path) -> None:
     (tmp_path / "img2.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg" * 10)
     clip = load_clip(Sample("x", "s1", "c", "negative", onset=1, apex=1, offset=2,
                             path=str(tmp_path)))
-    with pytest.raises(DataError, match=r"x/s1/c: frame .*img2\.jpg is unreadable or corrupt"):
+    with pytest.raises(DataError, match=r"x/s1/c: frame .*img2\.jpg is truncated"):
         clip.frames  # noqa: B018
 
 
@@ -207,7 +207,7 @@ def test_video_round_trip(tmp_path: Path) -> None:
 def test_video_errors_name_the_sample(tmp_path: Path) -> None:
     path = tmp_path / "clip.avi"
     _write_video(path, n=5)
-    with pytest.raises(DataError, match=r"samm/006/x: video .* ends before frame 5"):
+    with pytest.raises(DataError, match=r"samm/006/x: video .* has 5 frames \(0..4\); frame 5 is past its end"):
         clip = load_clip(Sample("samm", "006", "x", "negative", onset=3, offset=7, path=str(path)))
         clip.frames  # noqa: B018 - reading is the test
     with pytest.raises(DataError, match="a video sample needs onset and offset"):
