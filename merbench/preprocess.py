@@ -33,10 +33,13 @@ def progress_bar(total: int, desc: str, progress: bool) -> Any:
                 disable=not progress or not sys.stderr.isatty())
 
 
-def cache_parts(sample: Sample, chain: Any) -> list[Any]:
-    """Everything that determines a sample's preprocessed array besides the frames."""
+def cache_parts(sample: Sample, chain: Any, files: Any = ()) -> list[Any]:
+    """Everything that determines a sample's preprocessed array: the sample's facts, the step
+    chain, and ``files``, a fingerprint of the files its frames are read from (a frame
+    overwritten or restored is a new key, so a stale array is never served)."""
     meta = [(k, v) for k, v in sample.meta if k not in ("native_label", "dataset_label")]
-    return [sample.id, sample.path, sample.onset, sample.apex, sample.offset, meta, chain]
+    return [sample.id, sample.path, sample.onset, sample.apex, sample.offset, meta, chain,
+            files]
 
 
 def preprocess_chunk(method: Method, datasets: Mapping[str, "Dataset"],
@@ -52,7 +55,8 @@ def preprocess_chunk(method: Method, datasets: Mapping[str, "Dataset"],
         ds = datasets[s.dataset]
         try:
             x, notes = cache.get_or_compute_noted(
-                cache_parts(s, chain), lambda: method.run_steps(ds.load(s), steps),
+                cache_parts(s, chain, ds.fingerprint(s) if cache.enabled else ()),
+                lambda: method.run_steps(ds.load(s), steps),
                 info={"sample": s.id, "method": method.name})
             out.append((s.id, x, None, notes))
         except MerbenchError as exc:
