@@ -86,7 +86,14 @@ def open_inputs(inputs: str, proto: Protocol, meth: Method) -> dict[str, Dataset
                           f"inputs, found {len(readers)}: {', '.join(readers) or 'none'}",
                           "install or remove plugins so that one remains")
     source = open_dataset(readers[0], root=inputs)
-    return {r.name: DatasetView(source, r.name) for r in proto.datasets}
+    views = {r.name: DatasetView(source, r.name) for r in proto.datasets}
+    empty = [name for name, view in views.items() if not view.samples]
+    if empty:
+        held = sorted({s.dataset for s in source.samples})
+        raise DataError(f"--inputs {inputs}: the index has no rows for dataset {empty[0]!r} of "
+                        f"protocol {proto.name} (it holds {', '.join(held) or 'nothing'})",
+                        "index the protocol's samples, or choose the protocol of these inputs")
+    return views
 
 
 def checkpoint_paths(folds: Sequence[Fold], directory: str | os.PathLike,
@@ -167,6 +174,9 @@ def plan_run(*, protocol: str | Protocol, method: str | Method,
         raise ConfigError("pass overrides with a method name, not a Method object")
     meth = Method.named(method, overrides or {}) if isinstance(method, str) else method
 
+    if inputs is not None and (data_roots or dataset_params):
+        raise ConfigError("--data-root and --data-param are not used with --inputs",
+                          "the index names every input file; leave them out")
     datasets = open_inputs(inputs, proto, meth) if inputs is not None else \
         proto.open_datasets(data_roots, dataset_params)
     samples = proto.load_samples(datasets=datasets)
@@ -183,6 +193,11 @@ def plan_run(*, protocol: str | Protocol, method: str | Method,
                    use_cache, skip_bad, not quiet, on_fold)
     previous = st.latest(key)
     if previous is not None and previous.status == "finished" and not rerun:
+        damage = st.damage(previous.id)
+        if damage:
+            raise DataError(f"stored run {previous.id} in {st.path} is damaged: {damage[0]}"
+                            + (f" (and {len(damage) - 1} more problems)" if len(damage) > 1
+                               else ""), "run the same command with --rerun to run it again")
         log.info("run %s already finished; returning it (rerun=True runs again)", previous.id)
         plan.run_id, plan.reused = previous.id, True
         return plan
