@@ -11,6 +11,7 @@ import hashlib
 import importlib.resources
 import io
 import json
+import logging
 import tomllib
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,6 +23,8 @@ from .errors import ConfigError, DataError
 from .protocols import load_protocol
 from .runner import stored_report
 from .store import Store
+
+log = logging.getLogger(__name__)
 
 FORMATS = ("md", "csv", "latex", "json", "html")
 
@@ -57,6 +60,11 @@ def reproduced(store: Store, protocol: str | None = None) -> list[dict[str, Any]
     for rec in store.runs(protocol=None, status="finished"):
         name = rec.info.get("protocol_name", rec.protocol)
         if protocol and name != protocol:
+            continue
+        damage = store.damage(rec.id)
+        if damage:  # never a row from a run with folds missing
+            log.warning("run %s (%s on %s) is left out: it is damaged: %s; rerun it with "
+                        "--rerun", rec.id, rec.method, name, damage[0])
             continue
         blob = json.dumps({"p": rec.params, "i": rec.info.get("inputs"),
                            "c": rec.info.get("checkpoints"),

@@ -137,7 +137,7 @@ def test_a_fold_is_written_with_its_predictions_or_not_at_all(tmp_path: Path) ->
 def test_a_file_that_is_not_a_store_is_refused_and_left_alone(tmp_path: Path) -> None:
     path = tmp_path / "results.sqlite"
     path.write_bytes(b"definitely not sqlite" * 100)
-    with pytest.raises(DataError, match="cannot be opened"):
+    with pytest.raises(DataError, match="is damaged or not a merbench store"):
         Store(path)
     assert path.read_bytes() == b"definitely not sqlite" * 100
 

@@ -119,7 +119,7 @@ def test_data_summary_synthetic(cli) -> None:
 
 def test_data_check_synthetic(cli) -> None:
     res = cli("data", "check", "synthetic", "--param", "subjects=2", "--param",
-              "clips_per_class=1", "--param", "size=16", "--param", "frames=20")
+              "clips_per_class=1", "--param", "size=32", "--param", "frames=20")
     assert res.code == 0, res.err
     assert "synthetic: 6 samples, 2 subjects" in res.out and "ok: no problems found" in res.out
 
@@ -174,6 +174,8 @@ def test_score_without_gt_and_sample_list_says_to_pass_data_root(cli, in_tmp: Pa
     ids = [s.id for s in merbench.dataset("synthetic").samples]
     (in_tmp / "syn.csv").write_text("id,pred\n" + "".join(f"{i},negative\n" for i in ids))
     _one_line_error(cli("score", "syn.csv", "-p", "synthetic-loso"),
+                    "no official sample list", "--data-root", "--truth file")
+    _one_line_error(cli("score", "syn.csv", "-p", "synthetic-loso", "--truth", "file"),
                     "no official sample list", "no gt for synthetic/s01/neg_01", "--data-root")
 
 
