@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .atomic import write_text
+from .atomic import make_dir, write_text
 from .errors import ConfigError, DataError
 from .protocols import load_protocol
 from .runner import stored_report
@@ -88,8 +88,11 @@ def reproduced(store: Store, protocol: str | None = None) -> list[dict[str, Any]
         label = f"{method} ({changed})" if changed else method
         if variants[(proto_label, method)] > 1 and not changed:
             label = f"{method} [{phash}]"
+        if first.info.get("inputs"):  # rows differing only in --inputs stay apart
+            label += f" (inputs {_short_path(first.info['inputs'])})"
         if not first.info.get("trained", True):
-            label += " (published weights)"
+            label += f" (published weights {_short_path(first.info.get('checkpoints') or '')})" \
+                if first.info.get("checkpoints") else " (published weights)"
         skipped = max(len(rec.info.get("skipped") or {}) for rec in by_seed.values())
         if skipped:
             label += f" ({skipped} samples skipped)"
@@ -106,6 +109,12 @@ def reproduced(store: Store, protocol: str | None = None) -> list[dict[str, Any]
             "citation": "", "note": "",
         })
     return rows
+
+
+def _short_path(path: str) -> str:
+    """The last two parts of a path: enough to tell inputs or checkpoint folders apart."""
+    parts = Path(str(path)).parts
+    return "/".join(parts[-2:]) if parts else str(path)
 
 
 def _changed_params(method: str, params: dict[str, Any]) -> str:
@@ -190,8 +199,7 @@ def render(rows: list[dict[str, Any]], fmt: str = "md") -> str:
 
 
 def write_tables(rows: list[dict[str, Any]], directory: str | Path, stem: str) -> list[Path]:
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = make_dir(directory, "output folder")
     paths = []
     for fmt, ext in (("md", "md"), ("csv", "csv"), ("latex", "tex"), ("json", "json"),
                      ("html", "html")):

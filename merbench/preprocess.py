@@ -74,6 +74,14 @@ class Preprocessed:
     notes: dict[str, list[str]] = field(default_factory=dict)  # sample id -> notes (if any)
 
 
+def describe_skipped(skipped: Mapping[str, str], shown: int = 3) -> str:
+    """The first few skipped samples with their reasons, on one line."""
+    head = "; ".join(reason if reason.startswith(sid) else f"{sid}: {reason}"
+                     for sid, reason in list(skipped.items())[:shown])
+    more = len(skipped) - shown
+    return head + (f"; and {more} more" if more > 0 else "")
+
+
 def note_kind(note: str) -> str:
     """A note without its sample-specific numbers, to count fallbacks of one kind."""
     return re.sub(r"\d+", "N", note)
@@ -92,6 +100,8 @@ def preprocess(method: Method, datasets: Mapping[str, "Dataset"], samples: Seque
     from .executors import SerialExecutor
 
     samples = list(samples)
+    if use_cache and method.steps:
+        Cache(cache_root).remove_leftovers()  # temporary files of writes a kill interrupted
     executor = executor or SerialExecutor()
     if len(samples) < 8:  # not worth shipping to workers
         executor = SerialExecutor()
@@ -110,7 +120,8 @@ def preprocess(method: Method, datasets: Mapping[str, "Dataset"], samples: Seque
     skipped = {sid: err for sid, (_, err, _) in results.items() if err is not None}
     kept = [s for s in samples if s.id not in skipped]
     if not kept:
-        raise DataError("no sample could be preprocessed", "see `merbench data check`")
+        raise DataError(f"no sample could be preprocessed: all {len(samples)} failed, e.g. "
+                        f"{next(iter(skipped.values()))}", "see `merbench data check`")
     arrays = [results[s.id][0] for s in kept]
     shapes = {a.shape for a in arrays}  # type: ignore[union-attr]
     if len(shapes) > 1:
