@@ -25,7 +25,7 @@ from .executors import Executor, FoldJob, make_executor, run_fold
 from .ids import normalise_subject
 from .methods import Method
 from .metrics import Prediction, report
-from .preprocess import count_notes, preprocess, progress_bar
+from .preprocess import count_notes, describe_skipped, preprocess, progress_bar
 from .protocols import Protocol, load_protocol
 from .provenance import describe_device, fold_seed, git_commit, versions
 from .store import DEFAULT_STORE, Store
@@ -226,7 +226,10 @@ def run(*, workers: int = 1, executor: Executor | None = None, **kwargs: Any) ->
     :func:`plan_run`). A stored, finished run with the same identity (:func:`run_key`) is
     returned as it is unless ``rerun``; an unfinished one is resumed. Folds run on
     ``executor`` (default: ``workers`` local processes, serial for 1)."""
-    return execute([plan_run(**kwargs)], executor=executor, workers=workers)[0]
+    if executor is not None:
+        return execute([plan_run(**kwargs)], executor=executor)[0]
+    with make_executor(workers) as ex:  # a bad --workers is refused before anything is stored
+        return execute([plan_run(**kwargs)], executor=ex)[0]
 
 
 def run_seeds(*, seeds: int, seed: int = 0, workers: int = 1, executor: Executor | None = None,
@@ -235,8 +238,11 @@ def run_seeds(*, seeds: int, seed: int = 0, workers: int = 1, executor: Executor
     workers are busy across seeds."""
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ConfigError(f"--seeds must be a positive integer, got {seeds!r}")
-    plans = [plan_run(seed=seed + k, **kwargs) for k in range(seeds)]
-    return execute(plans, executor=executor, workers=workers)
+    if executor is not None:
+        return execute([plan_run(seed=seed + k, **kwargs) for k in range(seeds)],
+                       executor=executor)
+    with make_executor(workers) as ex:
+        return execute([plan_run(seed=seed + k, **kwargs) for k in range(seeds)], executor=ex)
 
 
 @dataclass
@@ -367,8 +373,8 @@ def _record_data_facts(st: Store, run_id: str, skipped: Mapping[str, str],
         return
     info = st.run(run_id).info
     if skipped:
-        log.warning("skipped %d unusable samples (--skip-bad): %s", len(skipped),
-                    ", ".join(list(skipped)[:5]))
+        log.warning("run %s skipped %d unusable sample(s) (--skip-bad): %s (all are in the run "
+                    "record)", run_id, len(skipped), describe_skipped(skipped))
     all_notes = {**(info.get("notes") or {}), **{k: list(v) for k, v in notes.items()}}
     st.set_status(run_id, "running", {"skipped": {**(info.get("skipped") or {}), **skipped},
                                       "notes": all_notes, "fallbacks": count_notes(all_notes)})

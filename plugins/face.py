@@ -173,7 +173,8 @@ class FaceCrop(Step):
         if fallback not in (None, "centre", "center"):
             raise ConfigError(f"step 'face-crop': unknown fallback {fallback!r}",
                               "use fallback=None (fail) or fallback='centre'")
-        if not 0 <= margin < 5:
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) \
+                or not 0 <= margin < 5:
             raise ConfigError(f"step 'face-crop': margin {margin!r} is out of range",
                               "use a fraction such as 0.15")
         for name, value in (("search", search), ("upsample", upsample)):
