@@ -121,9 +121,9 @@ class Dataset:
         problems = []
         for s in self.samples:
             if s.label in spaces:
-                what = "has an empty label" if not s.label else \
-                    f"label {s.label!r} is not one the label space(s) know"
-                problems.append(f"{s.id}: {what}; left out of {', '.join(spaces[s.label])}")
+                what = "empty label" if not s.label else f"label {s.label!r} is unknown"
+                problems.append(f"{s.id}: {what}: label space(s) {', '.join(spaces[s.label])} "
+                                "leave it out")
         return problems
 
     def summary(self, space: str = "native") -> dict[str, Any]:

@@ -178,7 +178,7 @@ class VideoFrames:
         if not cap.isOpened():
             raise DataError(f"{self.where}: video {self.path} cannot be opened (damaged file or "
                             "unsupported codec)", "restore the file from the release, or "
-                            "convert it (e.g. to MJPEG AVI)")
+                            "convert it, e.g. to MJPEG AVI")
         return cap
 
     def _ended(self, cap: Any, k: int) -> DataError:

@@ -30,7 +30,7 @@ from merbench.datasets import Dataset
 from merbench.errors import ConfigError, DataError
 from merbench.textio import csv_rows, read_text
 from merbench.types import Sample
-from merbench.video import IMAGE_EXTENSIONS
+from merbench.video import IMAGE_EXTENSIONS, image_problem
 
 COLUMNS = ("dataset", "subject", "clip", "label", "path")
 
@@ -151,9 +151,12 @@ class Folder(Dataset):
                             f"use {', '.join(sorted(IMAGE_EXTENSIONS))} or .npy")
         import cv2
 
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        data = path.read_bytes()
+        problem = image_problem(data, suffix)
+        image = None if problem else cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
         if image is None:
-            raise DataError(f"{sample.id}: image {path} is unreadable or corrupt")
+            raise DataError(f"{sample.id}: image {path} {problem or 'is unreadable or corrupt'}",
+                            f"restore it, or fix its row in {self.index}")
         return image if self.channels == "bgr" else np.ascontiguousarray(image[..., self._order])
 
 

@@ -371,3 +371,37 @@ def test_cli_data_summary_errata_and_check(casme2_root: Path, samm_root: Path, s
 
     res = cli("data", "summary", "casme2", "--root", casme2_root / "CASME2_RAW_selected")
     assert res.code != 0 and "CASME2-coding" in res.err and len(res.err.strip().splitlines()) == 1
+
+
+# ----------------------------------------------------------------------------- every release
+
+@pytest.mark.parametrize("name, folder, left_out", [
+    ("casme2", "casme2", {"5class": {"fear": 2, "sadness": 7},
+                          "megc2019": {"others": 99, "fear": 2, "sadness": 7}}),
+    ("samm", "samm", {"5class": {"disgust": 9, "fear": 8, "sadness": 6},
+                      "megc2019": {"other": 26}}),
+    ("casme3a", "casme3", {"megc2019": {"others": 161}}),
+    ("mmew", "mmew", {}),
+    ("casme_sq", "casme_sq", {"megc2019": {"others": 19}}),
+])
+def test_real_releases_have_no_duplicate_rows_and_drop_only_declared_labels(
+        name: str, folder: str, left_out: dict) -> None:
+    """Opening succeeds (duplicate rows would be a DataError naming both rows); every label a
+    space leaves out is one it leaves out on purpose (none unknown), with the counts above."""
+    ds = merbench.dataset(name, root=str(ANN / folder), require_frames=False)
+    assert ds.label_problems() == []
+    got = {space: {label: len(ids) for label, ids in ds.dropped(space).items()}
+           for space in ds.label_spaces}
+    assert {space: counts for space, counts in got.items() if counts} == left_out
+    assert all(not ds.unknown_labels(space) for space in ds.label_spaces)
+
+
+def test_casme2_5class_is_246_and_the_protocol_list_adds_one_clip_the_file_lacks() -> None:
+    """casme2-5classes.csv lists 247 samples; the 2014 coding file has 246 of them in 5
+    classes (255 less fear 2 and sadness 7): sub24/EP02_07 is in no release coding file."""
+    ds = merbench.dataset("casme2", root=str(ANN / "casme2"), require_frames=False)
+    ours = {s.id for s in ds.labelled("5class")}
+    with open(REAL / "protocols" / "casme2-5classes.csv", newline="") as fh:
+        listed = {sample_id("casme2", r[0], r[1]) for r in csv.reader(fh)}
+    assert (len(ours), len(listed)) == (246, 247)
+    assert listed - ours == {"casme2/sub24/EP02_07"} and ours <= listed
