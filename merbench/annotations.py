@@ -9,7 +9,6 @@ templates such as ``CASME2_RAW_selected/{subject}/{clip}``.
 """
 from __future__ import annotations
 
-import csv
 import fnmatch
 import logging
 import os
@@ -21,6 +20,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence, cast
 from .datasets import Dataset, Erratum, LabelSpace
 from .errors import ConfigError, DataError
 from .ids import cell_text, normalise_clip, normalise_id, normalise_subject
+from .textio import csv_rows, read_text
 from .types import Clip, Sample
 from .video import index_frames
 
@@ -110,9 +110,8 @@ def _raw_rows(path: Path, sheet: str | None) -> list[tuple[Any, ...]]:
             return [tuple(r) for r in ws.iter_rows(values_only=True)]
         finally:
             book.close()
-    if path.suffix.lower() == ".csv":
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            return [tuple(r) for r in csv.reader(fh)]
+    if path.suffix.lower() == ".csv":  # UTF-8 (BOM or not) or UTF-16, fields of any length
+        return [tuple(r) for r in csv_rows(read_text(path, "annotation file"), str(path))]
     raise DataError(f"{path}: unsupported annotation format {path.suffix!r}",
                     "use the release's .xlsx or .csv file")
 

@@ -82,7 +82,7 @@ def free_bytes(folder: str | os.PathLike) -> int:
     return st.f_bavail * st.f_frsize
 
 
-def make_dir(path: str | os.PathLike, what: str = "folder") -> Path:
+def make_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
     """``mkdir -p`` with a one-line error (read-only, disk full, a file in the way)."""
     path = Path(path)
     try:

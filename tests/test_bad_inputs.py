@@ -442,10 +442,6 @@ def test_leaderboard_reads_a_store_without_writing_it(cli, in_tmp: Path) -> None
 
 
 # -- disk full and read-only folders: the old outputs stay -----------------------------------
-def _enospc(*args: Any, **kwargs: Any) -> None:
-    raise OSError(errno.ENOSPC, "No space left on device")
-
-
 def test_train_on_a_full_disk_keeps_the_old_model(cli, in_tmp: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
@@ -466,15 +462,24 @@ def test_train_on_a_full_disk_keeps_the_old_model(cli, in_tmp: Path,
     assert sorted(p.name for p in in_tmp.iterdir() if p.name.startswith(".model.pt")) == []
 
 
-def test_leaderboard_output_on_a_full_disk_keeps_the_old_table(cli, in_tmp: Path,
-                                                               monkeypatch: pytest.MonkeyPatch
-                                                               ) -> None:
+@pytest.mark.parametrize("code, cause, fix", [
+    (errno.ENOSPC, "the disk is full", "free some space"),
+    (errno.EROFS, "the file system is read-only", "choose a writable folder"),
+    (errno.EACCES, "permission denied", "choose a writable folder"),
+])
+def test_leaderboard_output_that_cannot_be_written_keeps_the_old_table(
+        cli, in_tmp: Path, monkeypatch: pytest.MonkeyPatch, code: int, cause: str,
+        fix: str) -> None:
     assert cli("leaderboard", "-o", "board.md").code == 0
     good = (in_tmp / "board.md").read_text()
-    monkeypatch.setattr(Path, "write_bytes", _enospc)
-    one_line(cli("leaderboard", "-o", "board.md"), "cannot write board.md: the disk is full",
-             "free some space")
+
+    def fail(*args: Any, **kwargs: Any) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(Path, "write_bytes", fail)
+    one_line(cli("leaderboard", "-o", "board.md"), f"cannot write board.md: {cause}", fix)
     assert (in_tmp / "board.md").read_text() == good
+    assert [p.name for p in in_tmp.iterdir() if p.suffix == ".tmp"] == []
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -608,3 +613,16 @@ def test_a_truncated_precomputed_input_is_named(tmp_path: Path, cli, in_tmp: Pat
     res = cli("data", "check", "folder", "--root", index)
     one_line(res, "1 problem(s) found")
     assert "synthetic/s01/neg_01: image" in res.out and "x.png is truncated" in res.out
+
+
+def test_a_symlink_leading_outside_the_release_is_said(release: Path, tmp_path: Path,
+                                                       cli) -> None:
+    clip = release / "CASME2_RAW_selected" / "sub02" / "EP01"
+    elsewhere = tmp_path / "elsewhere" / "EP01"
+    elsewhere.parent.mkdir()
+    shutil.move(str(clip), str(elsewhere))
+    clip.symlink_to(elsewhere, target_is_directory=True)
+    res = cli("data", "check", "casme2", "--root", release)
+    assert res.code == 0, res.out + res.err
+    assert "note: 1 clip folder(s) lead outside the release root" in res.out
+    assert str(elsewhere) in res.out
