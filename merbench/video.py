@@ -131,15 +131,23 @@ class FolderFrames:
         self._index: dict[int, Path] | None = None
 
     def paths(self, positions: Sequence[int]) -> list[Path]:
+        """The files at ``positions``. On first use every frame of the span must exist (a
+        listing, no decoding): a gap is a broken clip or annotation even for a step that
+        reads two frames."""
         if self._index is None:
-            self._index = index_frames(self.folder)
+            index = index_frames(self.folder)
+            self._check(index, self.numbers)
+            self._index = index
         wanted = [self.numbers[k] for k in positions]
-        missing = [n for n in wanted if n not in self._index]
+        self._check(self._index, wanted)
+        return [self._index[n] for n in wanted]
+
+    def _check(self, index: dict[int, Path], wanted: Sequence[int]) -> None:
+        missing = [n for n in wanted if n not in index]
         if missing:
             shown = ", ".join(map(str, missing[:5])) + (" ..." if len(missing) > 5 else "")
             raise DataError(f"{self.where}: {len(missing)} frame(s) missing in {self.folder}: "
                             f"{shown}", "restore the frames or fix the onset/offset annotation")
-        return [self._index[n] for n in wanted]
 
     def read(self, positions: Sequence[int]) -> np.ndarray:
         """Frames at ``positions`` (0-based, into ``numbers``), as (k, H, W, 3)."""

@@ -626,3 +626,28 @@ def test_a_symlink_leading_outside_the_release_is_said(release: Path, tmp_path: 
     assert res.code == 0, res.out + res.err
     assert "note: 1 clip folder(s) lead outside the release root" in res.out
     assert str(elsewhere) in res.out
+
+
+def test_bad_clips_through_predict_and_run_are_one_line(tmp_path: Path, cli,
+                                                        in_tmp: Path) -> None:
+    assert cli("train", "-m", "diff-logreg", "-d", "synthetic", "--param", "subjects=2",
+               "--param", "size=48", "--param", "frames=12", "-o", "model.pt").code == 0
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    for n in range(1, 9):
+        cv2.imwrite(str(folder / f"img{n}.jpg"), frame(n))
+    ok = cli("predict", "model.pt", folder, "--json")
+    assert ok.code == 0, ok.err
+    one_line(cli("predict", "model.pt", folder, "--onset", "6", "--offset", "3"),
+             "onset 6 is after offset 3")
+    one_line(cli("predict", "model.pt", folder, "--apex", "20"), "apex 20 is outside onset..offset")
+    one_line(cli("predict", "model.pt", folder, "--offset", "12"), "4 frame(s) missing",
+             "9, 10, 11, 12")
+    blob = (folder / "img4.jpg").read_bytes()
+    (folder / "img4.jpg").write_bytes(blob[:len(blob) // 2])  # the apex (middle of 1..8)
+    one_line(cli("predict", "model.pt", folder), "img4.jpg is truncated")
+    table = rows()
+    table[3][4] = 2  # onset 10 after offset 2
+    root = write_release(tmp_path / "CASME2", table)
+    one_line(cli("run", "-p", "casme2-5class-loso", "-m", "diff-logreg", "--data-root",
+                 f"casme2={root}"), "casme2/sub01/EP04: onset 10 is after offset 2")
