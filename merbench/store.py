@@ -9,6 +9,7 @@ folder) are one-line :class:`~merbench.errors.DataError`\\ s naming the store fi
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import uuid
 from contextlib import contextmanager
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from .errors import DataError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_STORE = Path("merbench-results") / "results.sqlite"
 
@@ -165,6 +168,7 @@ class Store:
             if self._immutable:
                 raise
             # a WAL store on read-only media: the -shm file cannot be made; read it as it is
+            log.info("results store %s opened as immutable (read-only media)", self.path)
             self._immutable = True
             return self._open()
 
