@@ -200,14 +200,16 @@ def run(protocol: str, method: str, data_root: tuple[str, ...], data_param: tupl
 @click.argument("file", type=click.Path())
 @click.option("--protocol", "-p", required=True)
 @click.option("--partial", is_flag=True, help="Score the covered samples and report coverage.")
-@click.option("--truth", type=click.Choice(["file", "protocol"]), default="file",
-              show_default=True, help="Where the file has a gt column: score against it, or "
-              "against the protocol's official labels.")
+@click.option("--truth", type=click.Choice(["protocol", "file"]), default="protocol",
+              show_default=True, help="Score against the protocol's official labels (a gt "
+              "column that disagrees is an error), or against the file's gt column.")
 @click.option("--data-root", "data_root", multiple=True, metavar="NAME=DIR",
               help="Read the ground truth from the datasets (protocols without a sample list).")
+@click.option("--data-param", "data_param", multiple=True, metavar="NAME.KEY=VALUE",
+              help="A dataset parameter the predictions were made with (as for `run`).")
 @click.option("--json", "as_json", is_flag=True)
 def score(file: str, protocol: str, partial: bool, truth: str, data_root: tuple[str, ...],
-          as_json: bool) -> None:
+          data_param: tuple[str, ...], as_json: bool) -> None:
     """Score predictions made elsewhere (CSV or the official MEGC2019 log format)."""
     from .metrics import report_to_dict
     from .protocols import load_protocol
@@ -215,9 +217,10 @@ def score(file: str, protocol: str, partial: bool, truth: str, data_root: tuple[
 
     proto = load_protocol(protocol)
     ground_truth = None
-    if data_root:
-        ground_truth = {s.id: s.label
-                        for s in proto.load_samples(_pairs(data_root, "--data-root"))}
+    if data_root or data_param or (proto.sample_list is None and not proto.roots_needed()):
+        # no official list: the labels come from the datasets (those without files need no root)
+        datasets = proto.open_datasets(_pairs(data_root, "--data-root"), _data_params(data_param))
+        ground_truth = {s.id: s.label for s in proto.load_samples(datasets=datasets)}
     rep = score_file(file, proto, partial=partial, truth_from=truth, ground_truth=ground_truth)
     cov = rep["coverage"]
     if as_json:
@@ -255,7 +258,7 @@ def _open_store(store: str | None, must_exist: bool = False) -> Any:
     path = Path(store) if store else DEFAULT_STORE
     if (store or must_exist) and not path.exists():
         raise MerbenchError(f"results store {path} does not exist", "check the --store path")
-    return Store(path) if path.exists() else None
+    return Store(path, readonly=True) if path.exists() else None  # leaderboards only read
 
 
 @cli.command()
@@ -326,26 +329,54 @@ def _open(name: str, root: str | None, params: tuple[str, ...]) -> Any:
 @click.argument("name")
 @click.option("--root", default=None, help="The release root folder.")
 @click.option("--param", multiple=True, metavar="KEY=VALUE", help="Dataset parameter.")
-def data_check(name: str, root: str | None, param: tuple[str, ...]) -> None:
+@click.option("--faces", is_flag=True, help="Also look for a face on each onset frame "
+              "(the face-crop step's detector).")
+def data_check(name: str, root: str | None, param: tuple[str, ...], faces: bool) -> None:
     """Validate an installation: missing clips or frames, apex outside onset..offset, duplicates,
-    unreadable frames. Exits non-zero when something would corrupt a benchmark."""
+    unreadable, truncated or placeholder frames, unknown labels; with --faces, a face on every
+    onset frame. Exits non-zero when something would corrupt a benchmark or fail a run."""
     ds = _open(name, root, param)
     from .preprocess import progress_bar
 
-    problems = []
+    face = _face_step() if faces else None
+    problems = dict.fromkeys(ds.label_problems())  # ordered, each problem once
     bar = progress_bar(len(ds.samples), f"checking {name}", sys.stderr.isatty())
+    no_face = 0
     for s in ds.samples:
-        problems.extend(ds.check(s))
+        found = ds.check(s, face) if face is not None else ds.check(s)  # plugins' own check()
+        no_face += any("no face found" in p for p in found)
+        problems.update(dict.fromkeys(found))
         bar.update(1)
     bar.close()
     click.echo(f"{name}: {len(ds.samples)} samples, {len(ds.subjects())} subjects, "
                f"{len(getattr(ds, 'errata', ()))} errata applied")
+    for space in ds.label_spaces:
+        left = {lab: len(ids) for lab, ids in ds.dropped(space).items()}
+        if left and space != "native":
+            click.echo(f"  label space {space} leaves out {sum(left.values())} samples: "
+                       + ", ".join(f"{lab or '(empty)'} {n}" for lab, n in sorted(left.items())))
+    if faces:
+        click.echo(f"  faces: found on the onset frame of {len(ds.samples) - no_face} of "
+                   f"{len(ds.samples)} samples")
+    for note in getattr(ds, "notes", lambda: [])():
+        click.echo(f"  note: {note}")
     for p in problems:
         click.echo(f"  problem: {p}")
     if problems:
         raise MerbenchError(f"{name}: {len(problems)} problem(s) found",
                             "fix the installation, or run with --skip-bad to skip those samples")
     click.echo("ok: no problems found")
+
+
+def _face_step() -> Any:
+    """The registered face-crop step, asked to look on the onset frame only."""
+    import merbench
+
+    try:
+        return merbench.preprocessor("face-crop", search=0)
+    except MerbenchError as exc:
+        raise ConfigError(f"--faces needs the face-crop step: {exc}",
+                          "install the plugin that provides face-crop") from exc
 
 
 @data.command("summary")
@@ -387,6 +418,12 @@ def data_summary(name: str | None, root: str | None, labels: str, protocol: str 
     click.echo(f"{summary['samples']} samples, {summary['subjects']} subjects")
     for c, n in summary["classes"].items():
         click.echo(f"  {c}: {n}")
+    if summary.get("left_out"):
+        click.echo(f"left out by label space {labels}: " + ", ".join(
+            f"{lab or '(empty)'} {n}" for lab, n in summary["left_out"].items()))
+    for lab, ids in summary.get("unknown", {}).items():
+        click.echo(f"warning: label {lab!r} is unknown to label space {labels}: "
+                   f"{', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''}")
     for d, s in summary.get("datasets", {}).items():
         click.echo(f"{d}: {s['samples']} samples, {s['subjects']} subjects, " +
                    ", ".join(f"{c} {n}" for c, n in s["classes"].items()))

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .atomic import atomic_path
+from .atomic import atomic_path, make_dir
 from .errors import CheckpointError, DataError
 from .methods import Method
 from .types import Sample
@@ -86,7 +86,9 @@ def load(path: str | Path) -> tuple[Method, Any, dict[str, Any]]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(f"{path} is not a merbench checkpoint: {exc}",
+        from .training import load_failure
+
+        raise CheckpointError(f"{path} is not a merbench checkpoint: {load_failure(exc)}",
                               "make one with `merbench train`") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a merbench checkpoint ({FORMAT})",
@@ -160,5 +162,5 @@ def explain(checkpoint: str | Path, clip: str | Path, out_dir: str | Path,
                               "use a model with an explain() method, e.g. cropnet")
     sample = clip_sample(clip, onset, apex, offset)
     x = meth.preprocess(load_clip(sample))
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    make_dir(out_dir, "output folder")
     return list(model.explain(x[None], out_dir, names=[Path(clip).stem]))

@@ -21,7 +21,6 @@ import platform
 import shutil
 import signal
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from .atomic import temp_dir
 from .errors import CheckpointError, ConfigError, MerbenchError
 from .methods import Method
 from .store import now
@@ -216,8 +216,8 @@ class ProcessExecutor(Executor):
 
     def share(self, array: np.ndarray) -> Any:
         """The array as a .npy file that the workers memory-map (removed on release)."""
-        if self._tmp is None:
-            self._tmp = tempfile.mkdtemp(prefix="merbench-")
+        if self._tmp is None:  # named by this process: a later run removes it after a kill -9
+            self._tmp = str(temp_dir("merbench"))
         self._count += 1
         path = Path(self._tmp) / f"X{self._count}.npy"
         np.save(path, array, allow_pickle=False)

@@ -20,6 +20,7 @@ import html
 import importlib.resources
 import io
 import json
+import logging
 import re
 import shlex
 import tomllib
@@ -28,12 +29,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .atomic import write_text
+from .atomic import make_dir, write_text
 from .errors import ConfigError, DataError
 from .protocols import load_protocol
 from .runner import stored_report
 from .stats import DEFAULT_BOOT, DEFAULT_LEVEL, Predictions, cluster_bootstrap, paired_bootstrap
 from .store import RunRecord, Store
+
+log = logging.getLogger(__name__)
 
 FORMATS = ("md", "csv", "latex", "json", "html")
 INTERVALS = ("bracket", "pm")
@@ -72,11 +75,9 @@ def _mean_std(values: Sequence[float | None]) -> dict[str, float | None]:
 
 
 def is_partial(store: Store, rec: RunRecord) -> bool:
-    """A smoke run (``--limit-folds``) or one with fewer stored folds than its protocol has."""
-    if rec.info.get("partial"):
-        return True
-    n_folds = rec.info.get("n_folds")
-    return bool(n_folds) and len(store.done_folds(rec.id)) < int(n_folds)
+    """A smoke run (``--limit-folds``/``--subjects``): never shown as a complete result. (A run
+    recorded as complete with folds missing is damaged instead, see ``Store.damage``.)"""
+    return bool(rec.info.get("partial"))
 
 
 def quality(store: Store, recs: Sequence[RunRecord]) -> dict[str, Any]:
@@ -107,10 +108,11 @@ def flags(q: dict[str, Any]) -> list[str]:
         out.append(f"partial: {q['folds']} of {q['n_folds'] or '?'} folds")
     if q.get("leaks_identity"):
         out.append("leaks identity")
-    if not q.get("trained", True):
-        out.append("published weights")
+    if not q.get("trained", True):  # the paths tell rows apart that differ only in them
+        out.append("published weights" + (f" ({_short_path(q['checkpoints'])})"
+                                           if q.get("checkpoints") else ""))
     if q.get("inputs"):
-        out.append("precomputed inputs")
+        out.append(f"precomputed inputs ({_short_path(q['inputs'])})")
     if q.get("skipped"):
         out.append(f"{q['skipped']} samples skipped")
     for note, count in sorted((q.get("fallbacks") or {}).items()):
@@ -132,6 +134,12 @@ def _reproduced(store: Store, protocol: str | None, n_boot: int, boot_seed: int,
         if protocol and name != protocol:
             continue
         partial = is_partial(store, rec)
+        if not partial:
+            damage = store.damage(rec.id)
+            if damage:  # never a row from a run with folds missing
+                log.warning("run %s (%s on %s) is left out: it is damaged: %s; rerun it with "
+                            "--rerun", rec.id, rec.method, name, damage[0])
+                continue
         if partial and not include_partial:
             continue
         blob = json.dumps({"p": rec.params, "i": rec.info.get("inputs"),
@@ -189,6 +197,12 @@ def reproduced(store: Store, protocol: str | None = None, n_boot: int = DEFAULT_
     """One row per (protocol, method, parameters): the latest finished run of each seed.
     Partial runs are left out unless ``include_partial`` (then they are flagged)."""
     return _reproduced(store, protocol, n_boot, boot_seed, level, include_partial)[0]
+
+
+def _short_path(path: str) -> str:
+    """The last two parts of a path: enough to tell inputs or checkpoint folders apart."""
+    parts = Path(str(path)).parts
+    return "/".join(parts[-2:]) if parts else str(path)
 
 
 def changed_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -603,8 +617,7 @@ def render(rows: list[dict[str, Any]], fmt: str = "md", interval: str = "bracket
 
 def write_tables(rows: list[dict[str, Any]], directory: str | Path, stem: str,
                  interval: str = "bracket") -> list[Path]:
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = make_dir(directory, "output folder")
     paths = []
     for fmt, ext in (("md", "md"), ("csv", "csv"), ("latex", "tex"), ("json", "json"),
                      ("html", "html")):

@@ -25,7 +25,7 @@ from .executors import Executor, FoldJob, TaskFailure, make_executor, run_fold
 from .ids import normalise_subject
 from .methods import Method
 from .metrics import Prediction, report
-from .preprocess import count_notes, preprocess, progress_bar
+from .preprocess import count_notes, describe_skipped, preprocess, progress_bar
 from .protocols import Protocol, load_protocol
 from .provenance import describe_device, fold_seed, git_commit, versions
 from .store import DEFAULT_STORE, Store
@@ -87,7 +87,14 @@ def open_inputs(inputs: str, proto: Protocol, meth: Method) -> dict[str, Dataset
                           f"inputs, found {len(readers)}: {', '.join(readers) or 'none'}",
                           "install or remove plugins so that one remains")
     source = open_dataset(readers[0], root=inputs)
-    return {r.name: DatasetView(source, r.name) for r in proto.datasets}
+    views = {r.name: DatasetView(source, r.name) for r in proto.datasets}
+    empty = [name for name, view in views.items() if not view.samples]
+    if empty:
+        held = sorted({s.dataset for s in source.samples})
+        raise DataError(f"--inputs {inputs}: the index has no rows for dataset {empty[0]!r} of "
+                        f"protocol {proto.name} (it holds {', '.join(held) or 'nothing'})",
+                        "index the protocol's samples, or choose the protocol of these inputs")
+    return views
 
 
 def checkpoint_paths(folds: Sequence[Fold], directory: str | os.PathLike,
@@ -168,6 +175,9 @@ def plan_run(*, protocol: str | Protocol, method: str | Method,
         raise ConfigError("pass overrides with a method name, not a Method object")
     meth = Method.named(method, overrides or {}) if isinstance(method, str) else method
 
+    if inputs is not None and (data_roots or dataset_params):
+        raise ConfigError("--data-root and --data-param are not used with --inputs",
+                          "the index names every input file; leave them out")
     datasets = open_inputs(inputs, proto, meth) if inputs is not None else \
         proto.open_datasets(data_roots, dataset_params)
     samples = proto.load_samples(datasets=datasets)
@@ -184,6 +194,11 @@ def plan_run(*, protocol: str | Protocol, method: str | Method,
                    use_cache, skip_bad, not quiet, on_fold)
     previous = st.latest(key)
     if previous is not None and previous.status == "finished" and not rerun:
+        damage = st.damage(previous.id)
+        if damage:
+            raise DataError(f"stored run {previous.id} in {st.path} is damaged: {damage[0]}"
+                            + (f" (and {len(damage) - 1} more problems)" if len(damage) > 1
+                               else ""), "run the same command with --rerun to run it again")
         log.info("run %s already finished; returning it (rerun=True runs again)", previous.id)
         plan.run_id, plan.reused = previous.id, True
         return plan
@@ -212,7 +227,10 @@ def run(*, workers: int = 1, executor: Executor | None = None, **kwargs: Any) ->
     :func:`plan_run`). A stored, finished run with the same identity (:func:`run_key`) is
     returned as it is unless ``rerun``; an unfinished one is resumed. Folds run on
     ``executor`` (default: ``workers`` local processes, serial for 1)."""
-    return execute([plan_run(**kwargs)], executor=executor, workers=workers)[0]
+    if executor is not None:
+        return execute([plan_run(**kwargs)], executor=executor)[0]
+    with make_executor(workers) as ex:  # a bad --workers is refused before anything is stored
+        return execute([plan_run(**kwargs)], executor=ex)[0]
 
 
 def run_seeds(*, seeds: int, seed: int = 0, workers: int = 1, executor: Executor | None = None,
@@ -221,8 +239,11 @@ def run_seeds(*, seeds: int, seed: int = 0, workers: int = 1, executor: Executor
     workers are busy across seeds."""
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ConfigError(f"--seeds must be a positive integer, got {seeds!r}")
-    plans = [plan_run(seed=seed + k, **kwargs) for k in range(seeds)]
-    return execute(plans, executor=executor, workers=workers)
+    if executor is not None:
+        return execute([plan_run(seed=seed + k, **kwargs) for k in range(seeds)],
+                       executor=executor)
+    with make_executor(workers) as ex:
+        return execute([plan_run(seed=seed + k, **kwargs) for k in range(seeds)], executor=ex)
 
 
 @dataclass
@@ -384,8 +405,8 @@ def _record_data_facts(st: Store, run_id: str, skipped: Mapping[str, str],
         return
     info = st.run(run_id).info
     if skipped:
-        log.warning("skipped %d unusable samples (--skip-bad): %s", len(skipped),
-                    ", ".join(list(skipped)[:5]))
+        log.warning("run %s skipped %d unusable sample(s) (--skip-bad): %s (all are in the run "
+                    "record)", run_id, len(skipped), describe_skipped(skipped))
     all_notes = {**(info.get("notes") or {}), **{k: list(v) for k, v in notes.items()}}
     st.set_status(run_id, "running", {"skipped": {**(info.get("skipped") or {}), **skipped},
                                       "notes": all_notes, "fallbacks": count_notes(all_notes)})

@@ -25,7 +25,7 @@ from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 import numpy as np
 
 from .base import Model
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +176,19 @@ def batch_slices(n: int, batch_size: int) -> list[slice]:
 
 
 # -- local pretrained weights ----------------------------------------------------------------
+def load_failure(exc: BaseException) -> str:
+    """Why torch could not load a file, in a few words: never torch's advice to load it with
+    ``weights_only=False`` (that would run whatever code the file holds)."""
+    import pickle
+
+    text = str(exc)
+    if isinstance(exc, pickle.UnpicklingError) or "weights only load failed" in text.lower():
+        return "it holds Python objects that only unpickling could load, which merbench " \
+               "refuses (it could run any code)"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+    return first if len(first) <= 160 else first[:157] + "..."
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
     """A state dict from a safetensors or torch file (``weights_only=True``: no pickle), with
     common wrappers (``state_dict``, ``model``) and DataParallel's ``module.`` prefix removed."""
@@ -193,8 +206,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot read weights {path}: {first}",
+        raise CheckpointError(f"cannot read weights {path}: {load_failure(exc)}",
                               "pass a state dict saved with torch.save or safetensors") from exc
     for wrapper in ("state_dict", "model", "module"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
@@ -704,20 +716,24 @@ class TorchClassifier(Model):
                           best: tuple[float, Any], bad_epochs: int) -> None:
         """Training state after ``epoch`` (the runner gives each fold of each run its own
         file), written atomically so a kill never leaves half a file."""
-        if not self.train_state:
+        if not self.train_state or getattr(self, "state_unwritable_", False):
             return
         import torch
 
-        path = Path(self.train_state)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        torch.save({"config": self._config_key(), "epoch": epoch,
-                    "model": self.module_.state_dict(), "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict() if sched is not None else None,
-                    "history": self.history_, "best_loss": best[0], "best_state": best[1],
-                    "bad_epochs": bad_epochs, "shuffle_rng": gen.get_state(),
-                    "torch_rng": torch.get_rng_state()}, tmp)
-        os.replace(tmp, path)
+        from .atomic import atomic_path
+
+        try:
+            with atomic_path(self.train_state) as tmp:
+                torch.save({"config": self._config_key(), "epoch": epoch,
+                            "model": self.module_.state_dict(), "optimizer": opt.state_dict(),
+                            "scheduler": sched.state_dict() if sched is not None else None,
+                            "history": self.history_, "best_loss": best[0],
+                            "best_state": best[1], "bad_epochs": bad_epochs,
+                            "shuffle_rng": gen.get_state(),
+                            "torch_rng": torch.get_rng_state()}, tmp)
+        except DataError as exc:  # a full disk costs the resume point, not the training
+            log.warning("%s; training goes on without a resume point", exc.problem)
+            self.state_unwritable_ = True
 
     def _resume(self, opt: Any, sched: Any, gen: Any) -> tuple[int, tuple[float, Any], int]:
         """Continue an interrupted fit from ``train_state``: (next epoch, best validation loss

@@ -8,10 +8,13 @@
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from merbench import Clip, MethodSpec, Model, Step, hookimpl
-from merbench.clips import resize_image, resolve_apex, to_grey
+from merbench.clips import check_size, resize_image, resolve_apex, to_grey
+from merbench.errors import ConfigError
 
 
 class ApexDiff(Step):
@@ -21,11 +24,12 @@ class ApexDiff(Step):
     version = "1"
 
     def __init__(self, size: int | None = 32) -> None:
+        check_size(size, self.name)
         self.size = size
 
     def __call__(self, clip: Clip) -> np.ndarray:
-        frames = clip.frames
-        diff = to_grey(frames[resolve_apex(clip)[0]]).astype(np.float32) - to_grey(frames[clip.onset])
+        apex, onset = clip.take([resolve_apex(clip)[0], clip.onset])  # reads just these two
+        diff = to_grey(apex).astype(np.float32) - to_grey(onset)
         return resize_image(diff, self.size).astype(np.float32)
 
 
@@ -36,10 +40,12 @@ class ApexFrame(Step):
     version = "1"
 
     def __init__(self, size: int | None = 32) -> None:
+        check_size(size, self.name)
         self.size = size
 
     def __call__(self, clip: Clip) -> np.ndarray:
-        return resize_image(to_grey(clip.frames[resolve_apex(clip)[0]]).astype(np.float32), self.size)
+        apex = clip.frame(resolve_apex(clip)[0])
+        return resize_image(to_grey(apex).astype(np.float32), self.size)
 
 
 def full_proba(proba: np.ndarray, seen: np.ndarray, num_classes: int) -> np.ndarray:
@@ -60,16 +66,22 @@ class LogReg(Model):
         self.class_weight = class_weight
         self.seed = seed
 
-    def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> "LogReg":
+    def _estimator(self) -> Any:
         from sklearn.linear_model import LogisticRegression
+
+        return LogisticRegression(C=self.C, max_iter=self.max_iter,
+                                  class_weight=self.class_weight, random_state=self.seed)
+
+    def validate(self) -> None:
+        """scikit-learn's own parameter validation, before any fold is fitted."""
+        self._estimator()._validate_params()
+
+    def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> "LogReg":
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
         X = np.asarray(X, dtype=np.float64).reshape(len(X), -1)
-        self.pipeline_ = make_pipeline(
-            StandardScaler(),
-            LogisticRegression(C=self.C, max_iter=self.max_iter, class_weight=self.class_weight,
-                               random_state=self.seed))
+        self.pipeline_ = make_pipeline(StandardScaler(), self._estimator())
         self.pipeline_.fit(X, y)
         return self
 
@@ -103,6 +115,8 @@ class Chance(Model):
     """Ignores the input: one-hot random labels, uniform or drawn from the training prior."""
 
     def __init__(self, num_classes: int = 3, strategy: str = "uniform", seed: int = 0) -> None:
+        if strategy not in ("uniform", "prior"):
+            raise ConfigError(f"chance.strategy must be 'uniform' or 'prior', got {strategy!r}")
         self.num_classes = num_classes
         self.strategy = strategy
         self.seed = seed

@@ -82,7 +82,14 @@ class Flow(Step):
         if method not in METHODS:
             raise ConfigError(f"step {self.name!r}: unknown flow method {method!r}",
                               f"use one of {', '.join(METHODS)}")
-        if len(tuple(farneback)) != 6:
+        for key, value in (("tau", tau), ("lambda_", lambda_), ("theta", theta)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ConfigError(f"step {self.name!r}: {key} must be a positive number, got "
+                                  f"{value!r}", "use the default unless you know why")
+        if isinstance(warps, bool) or not isinstance(warps, int) or warps < 1:
+            raise ConfigError(f"step {self.name!r}: warps must be a positive integer, got "
+                              f"{warps!r}", "use e.g. warps=5")
+        if not isinstance(farneback, (tuple, list)) or len(tuple(farneback)) != 6:
             raise ConfigError(f"step {self.name!r}: farneback needs 6 values, got {farneback!r}",
                               "pyr_scale, levels, winsize, iterations, poly_n, poly_sigma")
         self.method = method
@@ -102,8 +109,8 @@ class Flow(Step):
             log.debug("%s: apex estimated, flow to frame %d", where, apex)
         if apex == clip.onset:
             log.warning("%s: apex is the onset frame, the flow is (near) zero", where)
-        frames = clip.frames
-        return optical_flow(frames[clip.onset], frames[apex], self.method, self.tau,
+        first, last = clip.take([clip.onset, apex])  # reads just these two
+        return optical_flow(first, last, self.method, self.tau,
                             self.lambda_, self.theta, self.warps, self.farneback)
 
     def __call__(self, clip: Clip) -> np.ndarray:

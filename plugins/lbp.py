@@ -30,7 +30,9 @@ from typing import Any
 import numpy as np
 
 from merbench import Clip, MethodSpec, Step, hookimpl
+from merbench.clips import to_grey
 from merbench.errors import ConfigError, DataError
+from merbench.types import stack_into
 
 PLANES = ("XY", "XT", "YT")
 _CHUNK_VOXELS = 1 << 15  # voxels per run of frames: float64 temporaries (256 KB) stay in cache
@@ -144,8 +146,12 @@ def grey_volume(clip: Any, where: str = "") -> np.ndarray:
     A bare (T,H,W) or (T,H,W,3) uint8 array is accepted as the whole span.
     """
     if isinstance(clip, Clip):
-        frames = clip.frames[clip.onset:clip.end + 1]
+        clip.validate()
         where = clip.sample_id or where
+        # streamed and made grey frame by frame: a third of the RGB span, never all of it
+        frames = stack_into(clip.end + 1 - clip.onset,
+                            (to_grey(f) for f in clip.iter_frames(clip.onset, clip.end + 1)),
+                            where)
     elif isinstance(clip, np.ndarray):
         frames = clip
     else:

@@ -72,7 +72,8 @@ class _ResidualSum(Step):
                                 f"onset..last frame {start}..{clip.n_frames - 1}")
         else:
             start, keys, _, _ = span_key_frames(clip, self.n_key)
-        return residual_sum(clip.frames, start, keys)
+        frames = clip.take((start,) + tuple(keys))  # reads the key frames only
+        return residual_sum(frames, 0, tuple(range(1, len(keys) + 1)))
 
     def transform(self, diff: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
         raise NotImplementedError

@@ -7,13 +7,16 @@ stdout and stderr.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
+# MERBENCH_REALDATA points elsewhere (e.g. from a worktree that is not beside shared/)
+REALDATA = Path(os.environ.get("MERBENCH_REALDATA")
+                or Path(__file__).resolve().parents[2] / "shared" / "realdata")
 
 # The smallest synthetic set that still gives every LOSO fold every class in training
 # (frames >= 17 keeps every synthetic apex inside the clip; see test_synthetic.py).

@@ -187,7 +187,8 @@ def test_data_quality_is_flagged_on_every_row_in_every_format(tmp_path: Path) ->
     st = _flagged_store(tmp_path)
     rows = leaderboard_rows(st, "synthetic-loso", include_published=False)
     assert [r["method"] for r in rows] == ["degraded", "clean"]  # partial runs left out
-    expected = ["published weights", "precomputed inputs", "1 samples skipped",
+    expected = ["published weights (weights)", "precomputed inputs (flow/index.csv)",
+                "1 samples skipped",
                 "fallback: face-crop: centre crop fallback (442 samples)"]
     assert rows[0]["flags"] == expected and rows[1]["flags"] == []
     assert rows[0]["quality"]["fallbacks"] == {"face-crop: centre crop fallback": 442}
@@ -199,8 +200,8 @@ def test_data_quality_is_flagged_on_every_row_in_every_format(tmp_path: Path) ->
     every = leaderboard_rows(st, "synthetic-loso", include_published=False, include_partial=True)
     flagged = {r["method"]: r["flags"] for r in every}
     assert flagged["smoke"] == ["partial: 2 of ? folds"]
-    assert flagged["cut"] == ["partial: 1 of 2 folds"]  # fewer folds stored than the protocol has
-    assert "partial: 1 of 2 folds" in render(every, "md")
+    assert "partial: 2 of ? folds" in render(every, "md")
+    assert "cut" not in flagged  # recorded complete with a fold missing: damaged, left out
 
 
 def test_reported_and_reproduced_rows_are_ranked_together_but_marked(tmp_path: Path) -> None:

@@ -119,7 +119,9 @@ def test_reproduce_command_and_predictions_csv_work(tmp_path: Path, tiny, cli) -
     again = cli(*args[1:], "--store", store)
     assert again.code == 0, again.err
     assert f"run {result.run_id})" in again.out  # the same stored run, not a new one
-    scored = cli("score", folder / "predictions.csv", "-p", "synthetic-loso", "--json")
+    scored = cli("score", folder / "predictions.csv", "-p", "synthetic-loso", "--json",
+                 *[a for k, v in tiny["synthetic"].items()
+                   for a in ("--data-param", f"synthetic.{k}={v}")])
     assert scored.code == 0, scored.err
     assert json.loads(scored.out)["pooled"]["UF1"] == pytest.approx(result.uf1)
 
