@@ -25,7 +25,33 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
     return out
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Interrupted(Exception):
+    """Ctrl-C, carried past click (which would print a blank line and "Aborted!")."""
+
+    def __init__(self, command: str | None, stored: int | None = None,
+                 total: int | None = None) -> None:
+        super().__init__("interrupted")
+        self.command, self.stored, self.total = command, stored, total
+
+    def line(self) -> str:
+        if self.stored is not None:
+            return (f"Interrupted: {self.stored} of {self.total} folds stored; run the same "
+                    "command to resume.")
+        if self.command == "run":
+            return "Interrupted: finished folds are stored; run the same command to resume."
+        return "Interrupted."
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:  # a run's RunInterrupted knows what is stored
+            raise _Interrupted(ctx.invoked_subcommand, getattr(exc, "stored", None),
+                               getattr(exc, "total", None)) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug logs).")
 @click.version_option(package_name="merbench")
@@ -38,7 +64,9 @@ def cli(debug: bool, verbose: int) -> None:
 @cli.command("list")
 @click.argument("kind", required=False,
                 type=click.Choice(["dataset", "preprocessor", "model", "method", "protocol"]))
-def list_cmd(kind: str | None) -> None:
+@click.option("--verbose", "-v", is_flag=True,
+              help="Also show each entry's parameters (`merbench show` explains them).")
+def list_cmd(kind: str | None, verbose: bool) -> None:
     """Every registered name with its kind, providing distribution and description."""
     from tabulate import tabulate
 
@@ -48,13 +76,39 @@ def list_cmd(kind: str | None) -> None:
     rows = []
     if kind != "protocol":
         for e in entries(kind) if kind else [e for k in KINDS for e in entries(k)]:
-            rows.append([e.kind, e.name, f"{e.distribution} {e.version}", e.description])
+            rows.append([e.kind, e.name, f"{e.distribution} {e.version}", e.description]
+                        + ([_brief_params(e)] if verbose else []))
     if kind in (None, "protocol"):
         for name in protocol_names():
             p = load_protocol(name)
-            rows.append(["protocol", name, "merbench (protocols/)", describe(p)])
-    click.echo(tabulate(rows, headers=["kind", "name", "provided by", "description"],
-                        tablefmt="simple"))
+            rows.append(["protocol", name, "merbench (protocols/)", describe(p)]
+                        + ([""] if verbose else []))
+    click.echo(tabulate(rows, headers=["kind", "name", "provided by", "description"]
+                        + (["parameters"] if verbose else []), tablefmt="simple"))
+
+
+def _brief_params(e: Any) -> str:
+    """One entry's parameters as ``name=default``; a method's chain and what it sets; a deep
+    model's shared training settings are counted, not listed (`merbench show` has them)."""
+    import textwrap
+
+    from .params import describe_params, format_value
+    from .training import TRAINING_SETTINGS
+
+    if e.kind == "method":
+        spec = e.factory
+        given = {f"{s}.{k}": v for s, params in spec.steps for k, v in params.items()}
+        given.update({f"model.{k}": v for k, v in spec.model[1].items()})
+        text = " → ".join([s for s, _ in spec.steps] + [spec.model[0]])
+        if given:
+            text += "; " + ", ".join(f"{k}={format_value(v)}" for k, v in given.items())
+    else:
+        params = describe_params(e.factory)
+        own = [p for p in params if p.name not in TRAINING_SETTINGS]
+        text = ", ".join(f"{p.name}={format_value(p.default)}" for p in own) or "(none)"
+        if len(own) < len(params):
+            text += f"; + {len(params) - len(own)} training settings"
+    return "\n".join(textwrap.wrap(text, 60, break_on_hyphens=False))
 
 
 def _print_report(result: Any, as_json: bool) -> None:
@@ -111,17 +165,24 @@ def _echo_scores(rep: dict[str, Any], title: str) -> None:
 @click.option("--inputs", default=None, help="Index CSV of precomputed inputs (folder dataset).")
 @click.option("--checkpoints", default=None, help="Evaluate per-fold checkpoints from DIR.")
 @click.option("--skip-bad", is_flag=True, help="Skip (and record) samples that cannot be read.")
-@click.option("--rerun", is_flag=True, help="Run again even if this exact run is finished.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option("--rerun", is_flag=True, help="Run again even if this exact run (same method, "
+              "parameters, data and code) is stored as finished.")
+@click.option("--limit-folds", type=int, default=None, metavar="N",
+              help="Smoke run: only the first N folds (a partial run, never a leaderboard row).")
+@click.option("--subjects", default=None, metavar="A,B",
+              help="Smoke run: only the folds testing on these subjects (a partial run).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or progress lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def run(protocol: str, method: str, data_root: tuple[str, ...], data_param: tuple[str, ...],
         seed: int, seeds: int | None, sets: tuple[str, ...], device: str, workers: int,
         store: str | None, cache_dir: str | None, no_cache: bool, inputs: str | None,
-        checkpoints: str | None, skip_bad: bool, rerun: bool, quiet: bool, as_json: bool) -> None:
-    """Run METHOD under PROTOCOL; an interrupted run resumes when run again."""
+        checkpoints: str | None, skip_bad: bool, rerun: bool, limit_folds: int | None,
+        subjects: str | None, quiet: bool, as_json: bool) -> None:
+    """Run METHOD under PROTOCOL; an interrupted run resumes when run again, and a finished
+    run with the same method, parameters, data and code is reused (--rerun runs it again)."""
+    from .executors import make_executor
     from .methods import parse_value
-    from .runner import run as do_run
-    from .runner import run_seeds
+    from .runner import execute, plan_run
 
     dparams: dict[str, dict[str, Any]] = {}
     for key, value in _pairs(data_param, "--data-param").items():
@@ -129,22 +190,65 @@ def run(protocol: str, method: str, data_root: tuple[str, ...], data_param: tupl
         if not param:
             raise ConfigError(f"--data-param {key} needs NAME.KEY", "e.g. synthetic.subjects=6")
         dparams.setdefault(name, {})[param] = parse_value(value)
+    if seeds is not None and (seeds < 1):
+        raise ConfigError(f"--seeds must be a positive integer, got {seeds!r}")
+    _progress_lines(quiet)
     kwargs = dict(protocol=protocol, method=method, data_roots=_pairs(data_root, "--data-root"),
-                  overrides=_pairs(sets, "--set"), device=device, workers=workers, store=store,
+                  overrides=_pairs(sets, "--set"), device=device, store=store,
                   cache_dir=cache_dir, use_cache=not no_cache,
                   quiet=quiet or not sys.stderr.isatty(), dataset_params=dparams, inputs=inputs,
-                  checkpoints=checkpoints, skip_bad=skip_bad, rerun=rerun)
-    results = run_seeds(seeds=seeds, seed=seed, **kwargs) if seeds is not None \
-        else do_run(seed=seed, **kwargs)
-    if isinstance(results, list) and as_json:
+                  checkpoints=checkpoints, skip_bad=skip_bad, rerun=rerun,
+                  limit_folds=limit_folds,
+                  subjects=[x.strip() for x in subjects.split(",") if x.strip()] if subjects
+                  else None)
+    plans = [plan_run(seed=seed + k, **kwargs) for k in range(seeds or 1)]
+    for plan in plans:
+        line = plan.notice()
+        if line:
+            click.echo(line, err=True)
+    with make_executor(workers) as executor:
+        results = execute(plans, executor=executor)
+    if seeds is not None and as_json:
         from .metrics import report_to_dict
 
         click.echo(json.dumps([{"run": r.run_id, "protocol": r.protocol.label, "method": r.method,
                                 "seed": r.seed, **report_to_dict(r.report)} for r in results],
                               indent=2))
         return
-    for result in results if isinstance(results, list) else [results]:
+    for result in results:
         _print_report(result, as_json)
+        if result.info.get("partial") and not as_json:
+            limits = result.info.get("limits", {})
+            click.echo(f"partial run: {result.info.get('n_folds')} of "
+                       f"{result.info.get('n_folds_protocol')} folds ("
+                       + ", ".join(f"{k.replace('_', '-')} {v if not isinstance(v, list) else ','.join(v)}"
+                                   for k, v in limits.items())
+                       + "); a smoke test, not a result: leaderboards leave it out")
+    if len(results) > 1 and not as_json:
+        _echo_seed_summary(results)
+
+
+def _progress_lines(quiet: bool) -> None:
+    """Progress lines (one per fold, every few epochs) on stderr when it is not a terminal
+    (a log file, CI); a terminal shows progress bars instead."""
+    from .logs import show_progress_lines
+
+    show_progress_lines(not quiet and not sys.stderr.isatty())
+
+
+def _echo_seed_summary(results: list[Any]) -> None:
+    """Mean ± std over seeds of the pooled (headline) scores."""
+    import numpy as np
+
+    parts = []
+    for key in ("uf1", "uar", "accuracy"):
+        vals = np.array([getattr(r.report["pooled"], key) for r in results], dtype=np.float64)
+        vals = vals[~np.isnan(vals)]
+        text = "undefined" if not vals.size else \
+            f"{vals.mean():.4f} ± {vals.std(ddof=1) if vals.size > 1 else 0.0:.4f}"
+        parts.append(f"{key.upper() if key != 'accuracy' else key} {text}")
+    click.echo(f"{len(results)} seeds ({', '.join(str(r.seed) for r in results)}): "
+               + ", ".join(parts) + " (pooled per seed; mean ± sample std over seeds)")
 
 
 @cli.command()
@@ -384,6 +488,93 @@ def explain(checkpoint: str, clip: str, output: str, onset: int | None, apex: in
         click.echo(f"wrote {path}")
 
 
+_SHOW_KINDS = {"method": "method", "step": "preprocessor", "preprocessor": "preprocessor",
+               "model": "model", "dataset": "dataset"}
+
+
+@cli.command()
+@click.argument("what")
+@click.argument("name", required=False)
+def show(what: str, name: str | None) -> None:
+    """Every parameter of a method (`show METHOD`), step, model or dataset (`show step NAME`,
+    `show model NAME`, `show dataset NAME`): default, type, meaning and the exact --set key."""
+    from .methods import Method
+    from .plugins import entry, registry
+
+    if name is None:
+        kind, name = "method", what
+        if name not in registry()["method"]:
+            others = [k for k, v in _SHOW_KINDS.items()
+                      if v != "method" and name in registry()[v] and k != "preprocessor"]
+            if others:
+                raise ConfigError(f"{name!r} is a {others[0]}, not a method",
+                                  f"use `merbench show {others[0]} {name}`")
+    elif what in _SHOW_KINDS:
+        kind = _SHOW_KINDS[what]
+    else:
+        raise ConfigError(f"cannot show {what!r}",
+                          "use `merbench show METHOD` or `merbench show step|model|dataset NAME`")
+    e = entry(kind, name)
+    click.echo(f"{e.kind if e.kind != 'preprocessor' else 'step'} {e.name}: {e.description}")
+    click.echo(f"provided by {e.distribution} {e.version} (plugin {e.plugin})")
+    if kind == "method":
+        meth = Method.named(name, {})
+        for part, part_name, factory, rows in _method_rows(meth):
+            click.echo("")
+            click.echo(f"{part} {part_name} ({factory.__module__}.{factory.__qualname__}"
+                       + (f", version {factory.version}" if part == "step" else "") + ")")
+            _echo_params(rows)
+        click.echo("")
+        click.echo("set by the runner: num_classes (the protocol's classes), seed (--seed and "
+                   "the fold), device (--device)")
+        example = next((k for _, _, _, rows in _method_rows(meth) for k, _, _ in rows), None)
+        if example:
+            click.echo(f"e.g. merbench run -p PROTOCOL -m {name} --set {example}=VALUE")
+        return
+    from .params import describe_params
+
+    from .protocols import _needs_root
+
+    prefix = {"preprocessor": f"{name}.", "model": "model."}.get(kind, f"{name}.")
+    rows = [(prefix + p.name, p.default, p) for p in describe_params(e.factory)]
+    click.echo("")
+    _echo_params(rows, "--data-param key" if kind == "dataset" else "--set key")
+    if kind != "dataset":
+        click.echo(f"(in a method using it: --set {prefix}KEY=VALUE)")
+    elif _needs_root(name):
+        click.echo(f"(the release folder: --data-root {name}=DIR)")
+
+
+def _method_rows(meth: Any) -> list[Any]:
+    from .params import method_parts
+
+    return method_parts(meth)
+
+
+def _echo_params(rows: list[tuple[str, Any, Any]], key: str = "--set key") -> None:
+    from tabulate import tabulate
+
+    from .params import format_value
+
+    if not rows:
+        click.echo("  (no parameters)")
+        return
+    table = []
+    for key, value, info in rows:
+        shown = format_value(value)
+        if not info.required and jsonable_eq(value, info.default) is False:
+            shown += f" (default {format_value(info.default)})"
+        table.append([key, shown, info.type, info.help])
+    click.echo(tabulate(table, headers=[key, "value", "type", "meaning"],
+                        tablefmt="simple", disable_numparse=True))
+
+
+def jsonable_eq(a: Any, b: Any) -> bool:
+    from .base import jsonable
+
+    return jsonable(a) == jsonable(b)
+
+
 def _install_plugin_commands() -> None:
     from .plugins import call_command_hooks
 
@@ -399,9 +590,11 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)
+    except _Interrupted as exc:
+        click.echo(exc.line(), err=True)
+        sys.exit(130)
     except KeyboardInterrupt:
-        click.echo("Interrupted: finished folds are stored; run the same command to resume.",
-                   err=True)
+        click.echo("Interrupted.", err=True)
         sys.exit(130)
     except click.UsageError as exc:  # one line, like every other user error
         command = exc.ctx.command_path if exc.ctx is not None else "merbench"

@@ -45,8 +45,10 @@ class FoldJob:
 def run_fold(X: np.ndarray, method: Method, job: FoldJob, num_classes: int, device: str,
              progress: bool) -> tuple[np.ndarray, dict[str, Any]]:
     """Fit on the fold's training samples only, predict its test samples -> (proba, info)."""
+    from .logs import set_context
     from .training import seed_everything
 
+    set_context(f"fold {job.fold.name}")  # progress lines of this fold's training say so
     started = time.time()
     started_at = now()
     seed_everything(job.seed) if "torch" in sys.modules else np.random.seed(job.seed)
@@ -137,9 +139,11 @@ def _call(fn: Callable[..., Any], task: tuple[Any, ...]) -> Any:
 def _worker_init(threads: int, runtime_plugins: Mapping[str, str]) -> None:
     import importlib
 
+    from .logs import worker_setup
     from .plugins import register_plugin
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    worker_setup()
     for name, module in runtime_plugins.items():  # plugins registered at run time, by import
         register_plugin(importlib.import_module(module), name=name)
     try:
