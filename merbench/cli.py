@@ -305,7 +305,15 @@ def leaderboard(protocol: str | None, fmt: str, output: str | None, store: str |
     if store and not path.exists():
         raise MerbenchError(f"results store {path} does not exist", "check the --store path")
     st = Store(path) if path.exists() else None
-    text = render(leaderboard_rows(st, protocol, not no_published), fmt)
+    rows = leaderboard_rows(st, protocol, not no_published)
+    if not any(r["source"] == "reproduced" for r in rows):
+        what = f"of protocol {protocol} " if protocol else ""
+        note = f"no finished runs {what}in {path}"
+        if not rows:
+            click.echo(note)
+            return
+        click.echo(f"{note}; showing reported (published) rows only", err=True)
+    text = render(rows, fmt)
     if output:
         from .atomic import write_text
 
@@ -328,6 +336,12 @@ def demo(output: str | None, store: str | None, workers: int) -> None:
 
     text = run_demo(store=store, output=output, workers=workers, echo=say)
     click.echo(text)
+    from .demo import DEFAULT_STORE, PROTOCOL
+
+    where = store or DEFAULT_STORE
+    click.echo(f"The demo's runs are in {where} (not the default store):\n"
+               f"  merbench leaderboard -p {PROTOCOL} --store {where}\n"
+               f"  merbench runs --store {where}")
 
 
 @cli.group()
@@ -443,26 +457,50 @@ def train(method: str, dataset: str, root: str | None, labels: str, param: tuple
     from .deploy import train as do_train
     from .methods import parse_value
 
+    _progress_lines(False)
     facts = do_train(method, dataset, root=root, labels=labels, overrides=_pairs(sets, "--set"),
                      dataset_params={k: parse_value(v) for k, v in _pairs(param, "--param").items()},
-                     seed=seed, device=device, output=output)
+                     seed=seed, device=device, output=output, progress=sys.stderr.isatty())
     click.echo(f"wrote {output}: {facts['method']} trained on {facts['trained_on']['samples']} "
                f"{dataset} samples, labels {', '.join(facts['labels'])}")
+
+
+def _clip_options(fn: Any) -> Any:
+    """CLIP is a frames folder, a video file or a dataset's sample id (dataset/subject/clip)."""
+    for option in reversed([
+            click.option("--onset", type=int, default=None,
+                         help="Onset frame number (default: first)."),
+            click.option("--apex", type=int, default=None,
+                         help="Apex frame number (default: middle)."),
+            click.option("--offset", type=int, default=None,
+                         help="Offset frame number (default: last)."),
+            click.option("--data-root", "data_root", default=None,
+                         help="For a sample id: the dataset's release root."),
+            click.option("--data-param", "data_param", multiple=True, metavar="KEY=VALUE",
+                         help="For a sample id: a dataset parameter, e.g. subjects=4.")]):
+        fn = option(fn)
+    return fn
+
+
+def _data_params(values: tuple[str, ...]) -> dict[str, Any]:
+    from .methods import parse_value
+
+    return {k: parse_value(v) for k, v in _pairs(values, "--data-param").items()}
 
 
 @cli.command()
 @click.argument("checkpoint", type=click.Path())
 @click.argument("clip", type=click.Path())
-@click.option("--onset", type=int, default=None, help="Onset frame number (default: first).")
-@click.option("--apex", type=int, default=None, help="Apex frame number (default: middle).")
-@click.option("--offset", type=int, default=None, help="Offset frame number (default: last).")
+@_clip_options
 @click.option("--json", "as_json", is_flag=True)
 def predict(checkpoint: str, clip: str, onset: int | None, apex: int | None,
-            offset: int | None, as_json: bool) -> None:
-    """Class probabilities for a new CLIP (frames folder or video) from a trained CHECKPOINT."""
+            offset: int | None, data_root: str | None, data_param: tuple[str, ...],
+            as_json: bool) -> None:
+    """Class probabilities for a new CLIP (frames folder, video, or a sample id such as
+    synthetic/s01/neg_01) from a trained CHECKPOINT."""
     from .deploy import predict as do_predict
 
-    out = do_predict(checkpoint, clip, onset, apex, offset)
+    out = do_predict(checkpoint, clip, onset, apex, offset, data_root, _data_params(data_param))
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return
@@ -476,15 +514,15 @@ def predict(checkpoint: str, clip: str, onset: int | None, apex: int | None,
 @click.argument("checkpoint", type=click.Path())
 @click.argument("clip", type=click.Path())
 @click.option("-o", "--output", default="explanations", show_default=True, type=click.Path())
-@click.option("--onset", type=int, default=None)
-@click.option("--apex", type=int, default=None)
-@click.option("--offset", type=int, default=None)
+@_clip_options
 def explain(checkpoint: str, clip: str, output: str, onset: int | None, apex: int | None,
-            offset: int | None) -> None:
-    """Save a trained model's explanations for CLIP as PNG (Grad-CAM overlays, ...)."""
+            offset: int | None, data_root: str | None, data_param: tuple[str, ...]) -> None:
+    """Save a trained deep model's explanations for CLIP as PNG: Grad-CAM (input beside
+    overlay, predicted class and probability, colour bar) and the model's own figures."""
     from .deploy import explain as do_explain
 
-    for path in do_explain(checkpoint, clip, output, onset, apex, offset):
+    for path in do_explain(checkpoint, clip, output, onset, apex, offset, data_root,
+                           _data_params(data_param)):
         click.echo(f"wrote {path}")
 
 
@@ -573,6 +611,149 @@ def jsonable_eq(a: Any, b: Any) -> bool:
     from .base import jsonable
 
     return jsonable(a) == jsonable(b)
+
+
+def _open_store(store: str | None) -> Any:
+    from .store import DEFAULT_STORE, Store
+
+    path = Path(store) if store else DEFAULT_STORE
+    if not path.exists():
+        raise MerbenchError(f"results store {path} does not exist",
+                            "run something first, or point --store at an existing store")
+    return Store(path)
+
+
+def _flags(rec: Any) -> str:
+    """What a reader must know about a run before trusting its number."""
+    info = rec.info
+    flags = []
+    if info.get("partial"):
+        flags.append(f"partial ({info.get('n_folds')} of {info.get('n_folds_protocol')} folds)")
+    if info.get("skipped"):
+        flags.append(f"{len(info['skipped'])} skipped")
+    for kind, n in sorted((info.get("fallbacks") or {}).items()):
+        flags.append(f"{n} {kind}")
+    if info.get("trained") is False:
+        flags.append("published weights")
+    if info.get("leaks_identity"):
+        flags.append("leaks identity")
+    return ", ".join(flags)
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--store", default=None, help="Results store (default merbench-results/results.sqlite).")
+@click.option("--protocol", "-p", default=None, help="Only runs of this protocol.")
+@click.pass_context
+def runs(ctx: click.Context, store: str | None, protocol: str | None) -> None:
+    """The runs of a results store with their status (`merbench runs show RUN` for one)."""
+    ctx.obj = store
+    if ctx.invoked_subcommand is not None:
+        return
+    from tabulate import tabulate
+
+    from .runner import stored_report
+
+    st = _open_store(store)
+    rows = []
+    for rec in st.runs(status=None):
+        if protocol and protocol not in (rec.protocol, rec.info.get("protocol_name")):
+            continue
+        done = len(st.done_folds(rec.id))
+        uf1 = stored_report(st, rec)[0]["pooled"].uf1 if done else float("nan")
+        rows.append([rec.id, rec.status, rec.protocol, rec.method, rec.seed,
+                     f"{done}/{rec.info.get('n_folds', '?')}",
+                     "" if uf1 != uf1 else f"{uf1:.4f}", rec.started.replace("T", " ")[:16],
+                     _flags(rec)])
+    if not rows:
+        click.echo(f"no runs{f' of protocol {protocol}' if protocol else ''} in {st.path}")
+        return
+    click.echo(tabulate(rows, headers=["run", "status", "protocol", "method", "seed", "folds",
+                                       "UF1", "started (UTC)", "flags"], tablefmt="simple",
+                        disable_numparse=True))
+
+
+@runs.command("show")
+@click.argument("run_id")
+@click.option("--store", default=None, help="Results store (default merbench-results/results.sqlite).")
+@click.pass_context
+def runs_show(ctx: click.Context, run_id: str, store: str | None) -> None:
+    """One run: what ran (method, parameters, versions, code), its data facts (skipped samples
+    with reasons, fallbacks) and a per-fold table."""
+    from tabulate import tabulate
+
+    from .params import format_value
+    from .runner import stored_report
+
+    st = _open_store(store or ctx.obj)
+    rec = st.run(run_id)
+    folds = st.fold_info(rec.id)
+    names = st.done_folds(rec.id)
+    click.echo(f"run {rec.id}: {rec.method} on {rec.protocol}, seed {rec.seed}, {rec.status}"
+               + (f" ({_flags(rec)})" if _flags(rec) else ""))
+    click.echo(f"started {rec.started}, ended {rec.ended or '-'}; {rec.device}; host {rec.host}")
+    click.echo(f"merbench {rec.versions.get('merbench')}, code {rec.info.get('code', '-')}, "
+               f"git {rec.git_commit or '-'}")
+    click.echo("\nparameters:")
+    for key, value in sorted(rec.params.items()):
+        click.echo(f"  {key} = {format_value(value)}")
+    info = rec.info
+    for key in ("inputs", "checkpoints", "data_roots", "dataset_params", "limits"):
+        if info.get(key):
+            click.echo(f"{key.replace('_', ' ')}: {info[key]}")
+    if info.get("skipped"):
+        click.echo(f"\nskipped samples ({len(info['skipped'])}):")
+        for sid, reason in sorted(info["skipped"].items()):
+            click.echo(f"  {sid}: {reason}")
+    if info.get("fallbacks"):
+        click.echo("\nfallbacks: " + ", ".join(f"{k} {n}" for k, n in
+                                                sorted(info["fallbacks"].items())))
+    if not folds:
+        click.echo("\nno fold stored yet")
+        return
+    per_fold = stored_report(st, rec)[0]["per_fold"]
+    table = []
+    for index in sorted(folds):
+        fi, name = folds[index], names[index]
+        sc = per_fold.get(name)
+        table.append([index, name, fi.get("n_train", ""), fi.get("n_test", ""),
+                      fi.get("seconds", ""),
+                      "" if fi.get("final_loss") is None else f"{fi['final_loss']:.4f}",
+                      "" if sc is None or sc.uf1 != sc.uf1 else f"{sc.uf1:.4f}",
+                      "" if sc is None or sc.uar != sc.uar else f"{sc.uar:.4f}"])
+    click.echo("")
+    click.echo(tabulate(table, headers=["#", "fold", "n_train", "n_test", "seconds",
+                                        "final loss", "UF1", "UAR"], tablefmt="simple",
+                        disable_numparse=True))
+
+
+@cli.command("check-plugin")
+@click.argument("plugin")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Method-style overrides for the inputs and models, e.g. model.epochs=2, "
+              "face-crop.fallback=centre.")
+@click.option("--data-param", "data_param", multiple=True, metavar="KEY=VALUE",
+              help="Parameters of the synthetic input set, e.g. size=96.")
+@click.option("--seed", default=0, show_default=True, type=int)
+def check_plugin_cmd(plugin: str, sets: tuple[str, ...], data_param: tuple[str, ...],
+                     seed: int) -> None:
+    """Check the steps and models of PLUGIN (an installed plugin's name or a module path):
+    parameters round trip, determinism under a seed, probability shapes, state round trip,
+    cache-key stability. Exits non-zero when a check fails."""
+    from .checks import check_plugin, format_results
+    from .methods import parse_value
+
+    results = check_plugin(plugin, {k: parse_value(v) for k, v in _pairs(sets, "--set").items()},
+                           {k: parse_value(v) for k, v in
+                            _pairs(data_param, "--data-param").items()}, seed,
+                           progress=lambda line: click.echo(line, err=True))
+    click.echo(format_results(results))
+    failed = [r for r in results if r.ok is False]
+    if failed:
+        raise MerbenchError(f"{plugin}: {len(failed)} of {len(results)} checks failed",
+                            "see the detail column")
+    click.echo(f"{plugin}: all {sum(r.ok is True for r in results)} checks passed"
+               + (f" ({sum(r.ok is None for r in results)} skipped)"
+                  if any(r.ok is None for r in results) else ""))
 
 
 def _install_plugin_commands() -> None:
