@@ -673,18 +673,24 @@ def runs(ctx: click.Context, store: str | None, protocol: str | None) -> None:
 
 
 @runs.command("show")
-@click.argument("run_id")
+@click.argument("run_id", required=False)
 @click.option("--store", default=None, help="Results store (default merbench-results/results.sqlite).")
 @click.pass_context
-def runs_show(ctx: click.Context, run_id: str, store: str | None) -> None:
-    """One run: what ran (method, parameters, versions, code), its data facts (skipped samples
-    with reasons, fallbacks) and a per-fold table."""
+def runs_show(ctx: click.Context, run_id: str | None, store: str | None) -> None:
+    """One run (RUN: an id or its first characters; default: the latest run): what ran
+    (method, parameters, versions, code), its data facts (skipped samples with reasons,
+    fallbacks) and a per-fold table."""
     from tabulate import tabulate
 
     from .params import format_value
     from .runner import stored_report
 
     st = _open_store(store or ctx.obj)
+    if run_id is None:
+        every = st.runs(status=None)
+        if not every:
+            raise MerbenchError(f"no runs in {st.path}", "run something first")
+        run_id = every[-1].id
     rec = st.run(run_id)
     folds = st.fold_info(rec.id)
     names = st.done_folds(rec.id)

@@ -21,7 +21,7 @@ import merbench
 from merbench.annotations import sample_id
 from merbench.errors import ConfigError, DataError
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "realdata"
+from .conftest import REALDATA as REAL  # noqa: E402 - ../shared/realdata or MERBENCH_REALDATA
 ANN = REAL / "annotations"
 pytestmark = pytest.mark.skipif(not ANN.is_dir(), reason=f"real annotation files absent ({ANN})")
 
