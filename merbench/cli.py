@@ -801,3 +801,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"Internal error: {type(exc).__name__}: {exc} (rerun with --debug for the "
                    "traceback and please report it)", err=True)
         sys.exit(1)
+    finally:  # an in-process caller (tests, a notebook) keeps its own logging
+        from .logs import show_progress_lines
+
+        show_progress_lines(False)

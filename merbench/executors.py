@@ -45,10 +45,8 @@ class FoldJob:
 def run_fold(X: np.ndarray, method: Method, job: FoldJob, num_classes: int, device: str,
              progress: bool) -> tuple[np.ndarray, dict[str, Any]]:
     """Fit on the fold's training samples only, predict its test samples -> (proba, info)."""
-    from .logs import set_context
     from .training import seed_everything
 
-    set_context(f"fold {job.fold.name}")  # progress lines of this fold's training say so
     started = time.time()
     started_at = now()
     seed_everything(job.seed) if "torch" in sys.modules else np.random.seed(job.seed)

@@ -6,9 +6,11 @@ The library logs them at INFO on the ``merbench.progress`` logger and configures
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+from typing import Iterator
 
 PROGRESS = logging.getLogger("merbench.progress")
 _ENV = "MERBENCH_PROGRESS_LINES"  # set by the command, read by spawned worker processes
@@ -33,11 +35,14 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 def show_progress_lines(enabled: bool = True) -> None:
     """Print progress lines (bare messages) on stderr, here and in worker processes started
     later; ``enabled=False`` stops them."""
-    for handler in [h for h in PROGRESS.handlers if isinstance(h, _StderrHandler)]:
+    ours = [h for h in PROGRESS.handlers if isinstance(h, _StderrHandler)]
+    for handler in ours:
         PROGRESS.removeHandler(handler)
     if not enabled:
         os.environ.pop(_ENV, None)
-        PROGRESS.propagate = True
+        if ours:  # undo what enabling did, nothing else
+            PROGRESS.propagate = True
+            PROGRESS.setLevel(logging.NOTSET)
         return
     handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
@@ -53,10 +58,15 @@ def worker_setup() -> None:
         show_progress_lines()
 
 
-def set_context(label: str) -> None:
-    """What the following progress lines of this process are about (e.g. ``fold s03``)."""
+@contextlib.contextmanager
+def progress_context(label: str) -> Iterator[None]:
+    """What the progress lines logged inside are about (e.g. ``fold s03``)."""
     global _context
-    _context = label
+    previous, _context = _context, label
+    try:
+        yield
+    finally:
+        _context = previous
 
 
 def context() -> str:

@@ -5,6 +5,7 @@ same way and the run identity stays one function (:func:`merbench.runner.run_key
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import os
@@ -71,6 +72,7 @@ def describe_device(device: str) -> str:
 _FILE_DIGESTS: dict[str, tuple[tuple[int, int], str, tuple[str, ...]]] = {}
 
 
+@functools.cache
 def _library_dirs() -> tuple[Path, ...]:
     """Where the standard library and installed third-party packages live (their code is
     covered by the versions a run records)."""
@@ -87,6 +89,9 @@ def _module_file(name: str) -> Path | None:
 
     module = sys.modules.get(name)
     path = getattr(module, "__file__", None)
+    parent = sys.modules.get(name.rpartition(".")[0])
+    if module is None and parent is not None and not hasattr(parent, "__path__"):
+        return None  # `from package.module import name`: an attribute, not a module
     if path is None:
         import importlib.util
 

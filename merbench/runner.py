@@ -368,7 +368,7 @@ def execute(plans: Sequence[RunPlan], executor: Executor | None = None, workers:
             if ex.workers > 1:  # until every worker has finished a fold, the rate is too low
                 bar.bar_format = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}]"
         try:
-            for i, (proba, info) in ex.map(run_fold, tasks):
+            for i, (proba, info) in ex.map(run_fold_labelled, tasks):
                 batch, job = owners[i]
                 _store_fold(batch, job, proba, info)
                 bar.update(1)
@@ -400,6 +400,15 @@ def execute(plans: Sequence[RunPlan], executor: Executor | None = None, workers:
         result.reused = plan.reused
         results.append(result)
     return results
+
+
+def run_fold_labelled(X: np.ndarray, method: Method, job: FoldJob, *rest: Any
+                      ) -> tuple[np.ndarray, dict[str, Any]]:
+    """:func:`merbench.executors.run_fold`, its progress lines (epochs) naming the fold."""
+    from .logs import progress_context
+
+    with progress_context(f"fold {job.fold.name}"):
+        return run_fold(X, method, job, *rest)
 
 
 def _mark_unfinished(plans: Sequence[RunPlan], status: str) -> None:
