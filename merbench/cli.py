@@ -598,19 +598,19 @@ def _echo_params(rows: list[tuple[str, Any, Any]], key: str = "--set key") -> No
         click.echo("  (no parameters)")
         return
     table = []
-    for key, value, info in rows:
+    for name, value, info in rows:
         shown = format_value(value)
-        if not info.required and jsonable_eq(value, info.default) is False:
+        if not info.required and not _same_value(value, info.default):
             shown += f" (default {format_value(info.default)})"
-        table.append([key, shown, info.type, info.help])
+        table.append([name, shown, info.type, info.help])
     click.echo(tabulate(table, headers=[key, "value", "type", "meaning"],
                         tablefmt="simple", disable_numparse=True))
 
 
-def jsonable_eq(a: Any, b: Any) -> bool:
+def _same_value(a: Any, b: Any) -> bool:
     from .base import jsonable
 
-    return jsonable(a) == jsonable(b)
+    return bool(jsonable(a) == jsonable(b))
 
 
 def _open_store(store: str | None) -> Any:
