@@ -235,13 +235,14 @@ def plan_run(*, protocol: str | Protocol, method: str | Method,
     folds = select_folds(all_folds, samples, limit_folds, subjects)
     limits = {k: v for k, v in (("limit_folds", limit_folds),
                                 ("subjects", sorted(subjects) if subjects else None)) if v}
+    partial = len(folds) < len(all_folds)  # which folds: the folds digest of the key
     ckpts = checkpoint_paths(folds, checkpoints, {s.id: s for s in samples}) if checkpoints \
         else {}
 
     run_versions = {**versions(), "code": code_fingerprint(_code_objects(meth, datasets))}
     key = run_key(proto, folds, meth, seed, run_versions, inputs=inputs, checkpoints=checkpoints,
                   skip_bad=skip_bad, dataset_params=dataset_params or {},
-                  roots=dict(data_roots or {}), **({"limits": limits} if limits else {}))
+                  roots=dict(data_roots or {}), **({"partial": True} if partial else {}))
     st = store if isinstance(store, Store) else Store(store or DEFAULT_STORE)
     plan = RunPlan(st, "", proto, meth, datasets, samples, [], ckpts, seed, device, cache_dir,
                    use_cache, skip_bad, not quiet, on_fold, n_folds=len(folds))
@@ -265,7 +266,7 @@ def plan_run(*, protocol: str | Protocol, method: str | Method,
                   "dataset_params": dataset_params or {}, "description": meth.description,
                   "code": code_digest(run_versions["code"]),
                   **({"partial": True, "limits": limits, "n_folds_protocol": len(all_folds)}
-                     if limits else {})})
+                     if partial else {})})
     done = st.done_folds(plan.run_id)
     plan.resumed = len(done)
     plan.todo = [f for f in folds if f.index not in done]

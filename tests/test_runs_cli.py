@@ -144,3 +144,13 @@ def test_missing_data_roots_are_named_together(tmp_path: Path) -> None:
     text = str(info.value)
     assert "needs datasets 'smic', 'samm' but no data root was given" in text
     assert "--data-root smic=/path/to/smic --data-root samm=/path/to/samm" in text
+
+
+def test_a_limit_that_keeps_every_fold_is_the_full_run(tmp_path: Path, tiny) -> None:
+    common = dict(protocol="synthetic-loso", method="chance", dataset_params=tiny,
+                  store=str(tmp_path / "r.sqlite"))
+    full = merbench.run(**common)
+    assert merbench.run(limit_folds=10, **common).run_id == full.run_id
+    # the same folds spelled two ways are one smoke run
+    a = merbench.run(subjects=["s02"], **common)
+    assert merbench.run(subjects=["synthetic/s02"], **common).run_id == a.run_id
