@@ -190,7 +190,7 @@ def run(protocol: str, method: str, data_root: tuple[str, ...], data_param: tupl
         if not param:
             raise ConfigError(f"--data-param {key} needs NAME.KEY", "e.g. synthetic.subjects=6")
         dparams.setdefault(name, {})[param] = parse_value(value)
-    if seeds is not None and (seeds < 1):
+    if seeds is not None and seeds < 1:
         raise ConfigError(f"--seeds must be a positive integer, got {seeds!r}")
     _progress_lines(quiet)
     kwargs = dict(protocol=protocol, method=method, data_roots=_pairs(data_root, "--data-root"),
@@ -218,14 +218,16 @@ def run(protocol: str, method: str, data_root: tuple[str, ...], data_param: tupl
     for result in results:
         _print_report(result, as_json)
         if result.info.get("partial") and not as_json:
-            limits = result.info.get("limits", {})
-            click.echo(f"partial run: {result.info.get('n_folds')} of "
-                       f"{result.info.get('n_folds_protocol')} folds ("
-                       + ", ".join(f"{k.replace('_', '-')} {v if not isinstance(v, list) else ','.join(v)}"
-                                   for k, v in limits.items())
-                       + "); a smoke test, not a result: leaderboards leave it out")
+            click.echo(_partial_line(result.info))
     if len(results) > 1 and not as_json:
         _echo_seed_summary(results)
+
+
+def _partial_line(info: dict[str, Any]) -> str:
+    limits = ", ".join(f"{k.replace('_', '-')} {','.join(v) if isinstance(v, list) else v}"
+                       for k, v in (info.get("limits") or {}).items())
+    return (f"partial run: {info.get('n_folds')} of {info.get('n_folds_protocol')} folds "
+            f"({limits}); a smoke test, not a result: leaderboards leave it out")
 
 
 def _progress_lines(quiet: bool) -> None:

@@ -328,3 +328,14 @@ def test_ctrl_c_with_two_workers_prints_one_line_and_resumes(tmp_path: Path) -> 
     assert set(stored) <= set(after)
     assert Store(store).run(rec.id).status == "finished"
     assert not (tmp_path / "training-state").exists()
+
+
+def test_train_prints_epoch_lines_when_stderr_is_not_a_terminal(plugin, cli, in_tmp: Path,
+                                                                one_torch_thread) -> None:
+    out = cli("train", "-m", "tiny-diff", "-d", "synthetic", "--param", "subjects=4",
+              "--param", "size=32", "--param", "frames=20", "--param", "clips_per_class=2",
+              "--set", "model.epochs=3", "-o", "m.pt")
+    assert out.code == 0, out.err
+    epochs = [ln for ln in out.err.splitlines() if " epoch " in ln]
+    assert [ln.split(": loss")[0] for ln in epochs] == ["Tiny epoch 1/3", "Tiny epoch 2/3",
+                                                        "Tiny epoch 3/3"]
