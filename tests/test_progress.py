@@ -339,3 +339,34 @@ def test_train_prints_epoch_lines_when_stderr_is_not_a_terminal(plugin, cli, in_
     epochs = [ln for ln in out.err.splitlines() if " epoch " in ln]
     assert [ln.split(": loss")[0] for ln in epochs] == ["Tiny epoch 1/3", "Tiny epoch 2/3",
                                                         "Tiny epoch 3/3"]
+
+
+def test_fold_bar_shows_an_eta_only_once_every_worker_finished_a_fold(
+        tmp_path: Path, tiny, monkeypatch: pytest.MonkeyPatch) -> None:
+    from merbench.executors import SerialExecutor
+
+    seen: list[tuple[int, str | None]] = []
+
+    class Bar:  # what the runner uses of tqdm, recorded
+        disable, n, smoothing, bar_format = False, 0, 0.3, None
+
+        def update(self, k: int) -> None:
+            self.n += k
+            seen.append((self.n, self.bar_format))
+
+        def close(self) -> None:
+            pass
+
+    bar = Bar()
+    monkeypatch.setattr("merbench.runner.progress_bar", lambda *a: bar)
+
+    class TwoWorkers(SerialExecutor):
+        workers = 2
+
+    merbench.run(protocol="synthetic-loso", method="chance", dataset_params=tiny,
+                 store=str(tmp_path / "r.sqlite"), executor=TwoWorkers())
+    hidden = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}]"
+    # (fold n, the bar's format while it ran): until both workers finished a fold the rate
+    # covers one worker's output only, so no ETA is shown; then tqdm's usual one
+    assert seen == [(1, hidden), (2, hidden), (3, None), (4, None)]
+    assert bar.smoothing == 0  # the mean rate since the start, not the last few folds
