@@ -131,5 +131,6 @@ def test_predict_a_dataset_sample_by_id(tmp_path: Path) -> None:
     meth, model, _ = load(ckpt)
     direct = model.predict_proba(meth.preprocess(ds.load(s))[None])[0]
     assert np.allclose(direct, [by_id["probabilities"][c] for c in ds.classes()])
-    with pytest.raises(merbench.errors.DataError, match=r"no sample .synthetic/s02/pos_09.*did you mean synthetic/s02/pos_0"):
+    with pytest.raises(merbench.errors.DataError,
+                       match=r"no sample .synthetic/s02/pos_09.*did you mean synthetic/s02/pos_0"):
         predict(ckpt, "synthetic/s02/pos_09", data_params=SMALL)
