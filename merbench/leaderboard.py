@@ -56,8 +56,8 @@ def reproduced(store: Store, protocol: str | None = None) -> list[dict[str, Any]
     groups: dict[tuple[str, str, str], dict[int, Any]] = {}
     for rec in store.runs(protocol=None, status="finished"):
         name = rec.info.get("protocol_name", rec.protocol)
-        if protocol and name != protocol:
-            continue
+        if protocol and name != protocol or rec.info.get("partial"):
+            continue  # a smoke run (--limit-folds, --subjects) is never a result
         blob = json.dumps({"p": rec.params, "i": rec.info.get("inputs"),
                            "c": rec.info.get("checkpoints"),
                            "d": rec.info.get("dataset_params"),

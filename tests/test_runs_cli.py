@@ -154,3 +154,15 @@ def test_a_limit_that_keeps_every_fold_is_the_full_run(tmp_path: Path, tiny) -> 
     # the same folds spelled two ways are one smoke run
     a = merbench.run(subjects=["s02"], **common)
     assert merbench.run(subjects=["synthetic/s02"], **common).run_id == a.run_id
+
+
+def test_smoke_runs_stay_off_the_leaderboard(tmp_path: Path, tiny) -> None:
+    from merbench.leaderboard import leaderboard_rows
+
+    store = Store(tmp_path / "r.sqlite")
+    common = dict(protocol="synthetic-loso", dataset_params=tiny, store=store)
+    merbench.run(method="chance", limit_folds=1, **common)
+    assert leaderboard_rows(store, "synthetic-loso", include_published=False) == []
+    full = merbench.run(method="chance", **common)
+    rows = leaderboard_rows(store, "synthetic-loso", include_published=False)
+    assert [r["runs"] for r in rows] == [[full.run_id]]
