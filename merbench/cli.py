@@ -77,7 +77,33 @@ def _executor_from(workers: int, device: str, opts: dict[str, Any]) -> Iterator[
         executor.close()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Interrupted(Exception):
+    """Ctrl-C, carried past click (which would print a blank line and "Aborted!")."""
+
+    def __init__(self, command: str | None, stored: int | None = None,
+                 total: int | None = None) -> None:
+        super().__init__("interrupted")
+        self.command, self.stored, self.total = command, stored, total
+
+    def line(self) -> str:
+        if self.stored is not None:
+            return (f"Interrupted: {self.stored} of {self.total} folds stored; run the same "
+                    "command to resume.")
+        if self.command == "run":
+            return "Interrupted: finished folds are stored; run the same command to resume."
+        return "Interrupted."
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:  # a run's RunInterrupted knows what is stored
+            raise _Interrupted(ctx.invoked_subcommand, getattr(exc, "stored", None),
+                               getattr(exc, "total", None)) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug logs).")
 @click.version_option(package_name="merbench")
@@ -90,7 +116,9 @@ def cli(debug: bool, verbose: int) -> None:
 @cli.command("list")
 @click.argument("kind", required=False,
                 type=click.Choice(["dataset", "preprocessor", "model", "method", "protocol"]))
-def list_cmd(kind: str | None) -> None:
+@click.option("--verbose", "-v", is_flag=True,
+              help="Also show each entry's parameters (`merbench show` explains them).")
+def list_cmd(kind: str | None, verbose: bool) -> None:
     """Every registered name with its kind, providing distribution and description."""
     from tabulate import tabulate
 
@@ -100,13 +128,39 @@ def list_cmd(kind: str | None) -> None:
     rows = []
     if kind != "protocol":
         for e in entries(kind) if kind else [e for k in KINDS for e in entries(k)]:
-            rows.append([e.kind, e.name, f"{e.distribution} {e.version}", e.description])
+            rows.append([e.kind, e.name, f"{e.distribution} {e.version}", e.description]
+                        + ([_brief_params(e)] if verbose else []))
     if kind in (None, "protocol"):
         for name in protocol_names():
             p = load_protocol(name)
-            rows.append(["protocol", name, "merbench (protocols/)", describe(p)])
-    click.echo(tabulate(rows, headers=["kind", "name", "provided by", "description"],
-                        tablefmt="simple"))
+            rows.append(["protocol", name, "merbench (protocols/)", describe(p)]
+                        + ([""] if verbose else []))
+    click.echo(tabulate(rows, headers=["kind", "name", "provided by", "description"]
+                        + (["parameters"] if verbose else []), tablefmt="simple"))
+
+
+def _brief_params(e: Any) -> str:
+    """One entry's parameters as ``name=default``; a method's chain and what it sets; a deep
+    model's shared training settings are counted, not listed (`merbench show` has them)."""
+    import textwrap
+
+    from .params import describe_params, format_value
+    from .training import TRAINING_SETTINGS
+
+    if e.kind == "method":
+        spec = e.factory
+        given = {f"{s}.{k}": v for s, params in spec.steps for k, v in params.items()}
+        given.update({f"model.{k}": v for k, v in spec.model[1].items()})
+        text = " → ".join([s for s, _ in spec.steps] + [spec.model[0]])
+        if given:
+            text += "; " + ", ".join(f"{k}={format_value(v)}" for k, v in given.items())
+    else:
+        params = describe_params(e.factory)
+        own = [p for p in params if p.name not in TRAINING_SETTINGS]
+        text = ", ".join(f"{p.name}={format_value(p.default)}" for p in own) or "(none)"
+        if len(own) < len(params):
+            text += f"; + {len(params) - len(own)} training settings"
+    return "\n".join(textwrap.wrap(text, 60, break_on_hyphens=False))
 
 
 def _print_report(result: Any, as_json: bool) -> None:
@@ -163,37 +217,89 @@ def _echo_scores(rep: dict[str, Any], title: str) -> None:
 @click.option("--inputs", default=None, help="Index CSV of precomputed inputs (folder dataset).")
 @click.option("--checkpoints", default=None, help="Evaluate per-fold checkpoints from DIR.")
 @click.option("--skip-bad", is_flag=True, help="Skip (and record) samples that cannot be read.")
-@click.option("--rerun", is_flag=True, help="Run again even if this exact run is finished.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option("--rerun", is_flag=True, help="Run again even if this exact run (same method, "
+              "parameters, data and code) is stored as finished.")
+@click.option("--limit-folds", type=int, default=None, metavar="N",
+              help="Smoke run: only the first N folds (a partial run, never a leaderboard row).")
+@click.option("--subjects", default=None, metavar="A,B",
+              help="Smoke run: only the folds testing on these subjects (a partial run).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or progress lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @_executor_options
 def run(protocol: str, method: str, data_root: tuple[str, ...], data_param: tuple[str, ...],
         seed: int, seeds: int | None, sets: tuple[str, ...], device: str, workers: int,
         store: str | None, cache_dir: str | None, no_cache: bool, inputs: str | None,
-        checkpoints: str | None, skip_bad: bool, rerun: bool, quiet: bool, as_json: bool,
-        **executor_opts: Any) -> None:
-    """Run METHOD under PROTOCOL; an interrupted run resumes when run again."""
-    from .runner import run as do_run
-    from .runner import run_seeds
+        checkpoints: str | None, skip_bad: bool, rerun: bool, limit_folds: int | None,
+        subjects: str | None, quiet: bool, as_json: bool, **executor_opts: Any) -> None:
+    """Run METHOD under PROTOCOL; an interrupted run resumes when run again, and a finished
+    run with the same method, parameters, data and code is reused (--rerun runs it again)."""
+    from .executors import make_executor
+    from .runner import execute, plan_run
 
     dparams = _data_params(data_param)
+    if seeds is not None and seeds < 1:
+        raise ConfigError(f"--seeds must be a positive integer, got {seeds!r}")
+    _progress_lines(quiet)
     kwargs = dict(protocol=protocol, method=method, data_roots=_pairs(data_root, "--data-root"),
-                  overrides=_pairs(sets, "--set"), device=device, workers=workers, store=store,
+                  overrides=_pairs(sets, "--set"), device=device, store=store,
                   cache_dir=cache_dir, use_cache=not no_cache,
                   quiet=quiet or not sys.stderr.isatty(), dataset_params=dparams, inputs=inputs,
-                  checkpoints=checkpoints, skip_bad=skip_bad, rerun=rerun)
-    with _executor_from(workers, device, executor_opts) as executor:
-        results = run_seeds(seeds=seeds, seed=seed, executor=executor, **kwargs) \
-            if seeds is not None else do_run(seed=seed, executor=executor, **kwargs)
-    if isinstance(results, list) and as_json:
+                  checkpoints=checkpoints, skip_bad=skip_bad, rerun=rerun,
+                  limit_folds=limit_folds,
+                  subjects=[x.strip() for x in subjects.split(",") if x.strip()] if subjects
+                  else None)
+    # the executor first: a bad --workers or Ray option is refused before a run is recorded
+    with _executor_from(workers, device, executor_opts) as cluster:
+        with cluster or make_executor(workers) as executor:
+            plans = [plan_run(seed=seed + k, **kwargs) for k in range(seeds or 1)]
+            for plan in plans:
+                line = plan.notice()
+                if line:
+                    click.echo(line, err=True)
+            results = execute(plans, executor=executor)
+    if seeds is not None and as_json:
         from .metrics import report_to_dict
 
         click.echo(json.dumps([{"run": r.run_id, "protocol": r.protocol.label, "method": r.method,
                                 "seed": r.seed, **report_to_dict(r.report)} for r in results],
                               indent=2))
         return
-    for result in results if isinstance(results, list) else [results]:
+    for result in results:
         _print_report(result, as_json)
+        if result.info.get("partial") and not as_json:
+            click.echo(_partial_line(result.info))
+    if len(results) > 1 and not as_json:
+        _echo_seed_summary(results)
+
+
+def _partial_line(info: dict[str, Any]) -> str:
+    limits = ", ".join(f"{k.replace('_', '-')} {','.join(v) if isinstance(v, list) else v}"
+                       for k, v in (info.get("limits") or {}).items())
+    return (f"partial run: {info.get('n_folds')} of {info.get('n_folds_protocol')} folds "
+            f"({limits}); a smoke test, not a result: leaderboards leave it out")
+
+
+def _progress_lines(quiet: bool) -> None:
+    """Progress lines (one per fold, every few epochs) on stderr when it is not a terminal
+    (a log file, CI); a terminal shows progress bars instead."""
+    from .logs import show_progress_lines
+
+    show_progress_lines(not quiet and not sys.stderr.isatty())
+
+
+def _echo_seed_summary(results: list[Any]) -> None:
+    """Mean ± std over seeds of the pooled (headline) scores."""
+    import numpy as np
+
+    parts = []
+    for key in ("uf1", "uar", "accuracy"):
+        vals = np.array([getattr(r.report["pooled"], key) for r in results], dtype=np.float64)
+        vals = vals[~np.isnan(vals)]
+        text = "undefined" if not vals.size else \
+            f"{vals.mean():.4f} ± {vals.std(ddof=1) if vals.size > 1 else 0.0:.4f}"
+        parts.append(f"{key.upper() if key != 'accuracy' else key} {text}")
+    click.echo(f"{len(results)} seeds ({', '.join(str(r.seed) for r in results)}): "
+               + ", ".join(parts) + " (pooled per seed; mean ± sample std over seeds)")
 
 
 @cli.command()
@@ -257,7 +363,8 @@ def _open_store(store: str | None, must_exist: bool = False) -> Any:
 
     path = Path(store) if store else DEFAULT_STORE
     if (store or must_exist) and not path.exists():
-        raise MerbenchError(f"results store {path} does not exist", "check the --store path")
+        raise MerbenchError(f"results store {path} does not exist",
+                            "run something first, or point --store at an existing store")
     return Store(path, readonly=True) if path.exists() else None  # leaderboards only read
 
 
@@ -287,6 +394,15 @@ def leaderboard(protocol: str | None, fmt: str, output: str | None, no_published
         return
     rows = leaderboard_rows(st, protocol, not no_published, n_boot, boot_seed, level,
                             include_partial)
+    note = None
+    if not any(r["source"] == "reproduced" for r in rows):
+        from .store import DEFAULT_STORE
+
+        what = f"of protocol {protocol} " if protocol else ""
+        note = f"no finished runs {what}in {st.path if st else store or DEFAULT_STORE}"
+        if not rows and fmt != "json" and not output:  # (json stays parseable: [])
+            click.echo(note)
+            return
     text = render(rows, fmt, interval)
     if output:
         from .atomic import write_text
@@ -295,6 +411,8 @@ def leaderboard(protocol: str | None, fmt: str, output: str | None, no_published
         click.echo(f"wrote {output}")
     else:
         click.echo(text)
+    if note:  # after the output, so that a failed write is the only line
+        click.echo(f"{note}; showing reported (published) rows only" if rows else note, err=True)
 
 
 @cli.command()
@@ -310,6 +428,12 @@ def demo(output: str | None, store: str | None, workers: int) -> None:
 
     text = run_demo(store=store, output=output, workers=workers, echo=say)
     click.echo(text)
+    from .demo import DEFAULT_STORE, PROTOCOL
+
+    where = store or DEFAULT_STORE
+    click.echo(f"The demo's runs are in {where} (not the default store):\n"
+               f"  merbench leaderboard -p {PROTOCOL} --store {where}\n"
+               f"  merbench runs --store {where}")
 
 
 @cli.group()
@@ -459,26 +583,50 @@ def train(method: str, dataset: str, root: str | None, labels: str, param: tuple
     from .deploy import train as do_train
     from .methods import parse_value
 
+    _progress_lines(False)
     facts = do_train(method, dataset, root=root, labels=labels, overrides=_pairs(sets, "--set"),
                      dataset_params={k: parse_value(v) for k, v in _pairs(param, "--param").items()},
-                     seed=seed, device=device, output=output)
+                     seed=seed, device=device, output=output, progress=sys.stderr.isatty())
     click.echo(f"wrote {output}: {facts['method']} trained on {facts['trained_on']['samples']} "
                f"{dataset} samples, labels {', '.join(facts['labels'])}")
+
+
+def _clip_options(fn: Any) -> Any:
+    """CLIP is a frames folder, a video file or a dataset's sample id (dataset/subject/clip)."""
+    for option in reversed([
+            click.option("--onset", type=int, default=None,
+                         help="Onset frame number (default: first)."),
+            click.option("--apex", type=int, default=None,
+                         help="Apex frame number (default: middle)."),
+            click.option("--offset", type=int, default=None,
+                         help="Offset frame number (default: last)."),
+            click.option("--data-root", "data_root", default=None,
+                         help="For a sample id: the dataset's release root."),
+            click.option("--data-param", "data_param", multiple=True, metavar="KEY=VALUE",
+                         help="For a sample id: a dataset parameter, e.g. subjects=4.")]):
+        fn = option(fn)
+    return fn
+
+
+def _flat_params(values: tuple[str, ...]) -> dict[str, Any]:
+    from .methods import parse_value
+
+    return {k: parse_value(v) for k, v in _pairs(values, "--data-param").items()}
 
 
 @cli.command()
 @click.argument("checkpoint", type=click.Path())
 @click.argument("clip", type=click.Path())
-@click.option("--onset", type=int, default=None, help="Onset frame number (default: first).")
-@click.option("--apex", type=int, default=None, help="Apex frame number (default: middle).")
-@click.option("--offset", type=int, default=None, help="Offset frame number (default: last).")
+@_clip_options
 @click.option("--json", "as_json", is_flag=True)
 def predict(checkpoint: str, clip: str, onset: int | None, apex: int | None,
-            offset: int | None, as_json: bool) -> None:
-    """Class probabilities for a new CLIP (frames folder or video) from a trained CHECKPOINT."""
+            offset: int | None, data_root: str | None, data_param: tuple[str, ...],
+            as_json: bool) -> None:
+    """Class probabilities for a new CLIP (frames folder, video, or a sample id such as
+    synthetic/s01/neg_01) from a trained CHECKPOINT."""
     from .deploy import predict as do_predict
 
-    out = do_predict(checkpoint, clip, onset, apex, offset)
+    out = do_predict(checkpoint, clip, onset, apex, offset, data_root, _flat_params(data_param))
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return
@@ -492,15 +640,15 @@ def predict(checkpoint: str, clip: str, onset: int | None, apex: int | None,
 @click.argument("checkpoint", type=click.Path())
 @click.argument("clip", type=click.Path())
 @click.option("-o", "--output", default="explanations", show_default=True, type=click.Path())
-@click.option("--onset", type=int, default=None)
-@click.option("--apex", type=int, default=None)
-@click.option("--offset", type=int, default=None)
+@_clip_options
 def explain(checkpoint: str, clip: str, output: str, onset: int | None, apex: int | None,
-            offset: int | None) -> None:
-    """Save a trained model's explanations for CLIP as PNG (Grad-CAM overlays, ...)."""
+            offset: int | None, data_root: str | None, data_param: tuple[str, ...]) -> None:
+    """Save a trained deep model's explanations for CLIP as PNG: Grad-CAM (input beside
+    overlay, predicted class and probability, colour bar) and the model's own figures."""
     from .deploy import explain as do_explain
 
-    for path in do_explain(checkpoint, clip, output, onset, apex, offset):
+    for path in do_explain(checkpoint, clip, output, onset, apex, offset, data_root,
+                           _flat_params(data_param)):
         click.echo(f"wrote {path}")
 
 
@@ -782,6 +930,221 @@ def grid(protocols: tuple[str, ...], methods: tuple[str, ...], sets: tuple[str, 
                             f"{first.run_id[:8]} ({first.method}, seed {first.seed}): "
                             f"{first.error}", "fix it and run the same command again: finished "
                             "runs are reused, failed ones resume at their unfinished folds")
+_SHOW_KINDS = {"method": "method", "step": "preprocessor", "preprocessor": "preprocessor",
+               "model": "model", "dataset": "dataset"}
+
+
+@cli.command()
+@click.argument("what")
+@click.argument("name", required=False)
+def show(what: str, name: str | None) -> None:
+    """Every parameter of a method (`show METHOD`), step, model or dataset (`show step NAME`,
+    `show model NAME`, `show dataset NAME`): default, type, meaning and the exact --set key."""
+    from .methods import Method
+    from .plugins import entry, registry
+
+    if name is None:
+        kind, name = "method", what
+        if name not in registry()["method"]:
+            others = [k for k, v in _SHOW_KINDS.items()
+                      if v != "method" and name in registry()[v] and k != "preprocessor"]
+            if others:
+                raise ConfigError(f"{name!r} is a {others[0]}, not a method",
+                                  f"use `merbench show {others[0]} {name}`")
+    elif what in _SHOW_KINDS:
+        kind = _SHOW_KINDS[what]
+    else:
+        raise ConfigError(f"cannot show {what!r}",
+                          "use `merbench show METHOD` or `merbench show step|model|dataset NAME`")
+    e = entry(kind, name)
+    click.echo(f"{e.kind if e.kind != 'preprocessor' else 'step'} {e.name}: {e.description}")
+    click.echo(f"provided by {e.distribution} {e.version} (plugin {e.plugin})")
+    if kind == "method":
+        meth = Method.named(name, {})
+        for part, part_name, factory, rows in _method_rows(meth):
+            click.echo("")
+            click.echo(f"{part} {part_name} ({factory.__module__}.{factory.__qualname__}"
+                       + (f", version {factory.version}" if part == "step" else "") + ")")
+            _echo_params(rows)
+        click.echo("")
+        click.echo("set by the runner: num_classes (the protocol's classes), seed (--seed and "
+                   "the fold), device (--device)")
+        example = next((k for _, _, _, rows in _method_rows(meth) for k, _, _ in rows), None)
+        if example:
+            click.echo(f"e.g. merbench run -p PROTOCOL -m {name} --set {example}=VALUE")
+        return
+    from .params import describe_params
+
+    from .protocols import _needs_root
+
+    prefix = {"preprocessor": f"{name}.", "model": "model."}.get(kind, f"{name}.")
+    rows = [(prefix + p.name, p.default, p) for p in describe_params(e.factory)]
+    click.echo("")
+    _echo_params(rows, "--data-param key" if kind == "dataset" else "--set key")
+    if kind != "dataset":
+        click.echo(f"(in a method using it: --set {prefix}KEY=VALUE)")
+    elif _needs_root(name):
+        click.echo(f"(the release folder: --data-root {name}=DIR)")
+
+
+def _method_rows(meth: Any) -> list[Any]:
+    from .params import method_parts
+
+    return method_parts(meth)
+
+
+def _echo_params(rows: list[tuple[str, Any, Any]], key: str = "--set key") -> None:
+    from tabulate import tabulate
+
+    from .params import format_value
+
+    if not rows:
+        click.echo("  (no parameters)")
+        return
+    table = []
+    for name, value, info in rows:
+        shown = format_value(value)
+        if not info.required and not _same_value(value, info.default):
+            shown += f" (default {format_value(info.default)})"
+        table.append([name, shown, info.type, info.help])
+    click.echo(tabulate(table, headers=[key, "value", "type", "meaning"],
+                        tablefmt="simple", disable_numparse=True))
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    from .base import jsonable
+
+    return bool(jsonable(a) == jsonable(b))
+
+
+def _flags(st: Any, rec: Any) -> str:
+    """What a reader must know about a run before trusting its number (the leaderboard's
+    data-quality flags)."""
+    from .leaderboard import flags, quality
+
+    return "; ".join(flags(quality(st, [rec])))
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--store", default=None, help="Results store (default merbench-results/results.sqlite).")
+@click.option("--protocol", "-p", default=None, help="Only runs of this protocol.")
+@click.pass_context
+def runs(ctx: click.Context, store: str | None, protocol: str | None) -> None:
+    """The runs of a results store with their status (`merbench runs show RUN` for one)."""
+    ctx.obj = store
+    if ctx.invoked_subcommand is not None:
+        return
+    from tabulate import tabulate
+
+    from .runner import stored_report
+
+    st = _open_store(store, must_exist=True)
+    rows = []
+    for rec in st.runs(status=None):
+        if protocol and protocol not in (rec.protocol, rec.info.get("protocol_name")):
+            continue
+        done = len(st.done_folds(rec.id))
+        uf1 = stored_report(st, rec)[0]["pooled"].uf1 if done else float("nan")
+        rows.append([rec.id, rec.status, rec.protocol, rec.method, rec.seed,
+                     f"{done}/{rec.info.get('n_folds', '?')}",
+                     "" if uf1 != uf1 else f"{uf1:.4f}", rec.started.replace("T", " ")[:16],
+                     _flags(st, rec)])
+    if not rows:
+        click.echo(f"no runs{f' of protocol {protocol}' if protocol else ''} in {st.path}")
+        return
+    click.echo(tabulate(rows, headers=["run", "status", "protocol", "method", "seed", "folds",
+                                       "UF1", "started (UTC)", "flags"], tablefmt="simple",
+                        disable_numparse=True))
+
+
+@runs.command("show")
+@click.argument("run_id", required=False)
+@click.option("--store", default=None, help="Results store (default merbench-results/results.sqlite).")
+@click.pass_context
+def runs_show(ctx: click.Context, run_id: str | None, store: str | None) -> None:
+    """One run (RUN: an id or its first characters; default: the latest run): what ran
+    (method, parameters, versions, code), its data facts (skipped samples with reasons,
+    fallbacks) and a per-fold table."""
+    from tabulate import tabulate
+
+    from .params import format_value
+    from .runner import stored_report
+
+    st = _open_store(store or ctx.obj, must_exist=True)
+    if run_id is None:
+        every = st.runs(status=None)
+        if not every:
+            raise MerbenchError(f"no runs in {st.path}", "run something first")
+        run_id = every[-1].id
+    rec = st.run(run_id)
+    folds = st.fold_info(rec.id)
+    names = st.done_folds(rec.id)
+    click.echo(f"run {rec.id}: {rec.method} on {rec.protocol}, seed {rec.seed}, {rec.status}"
+               + (f" ({_flags(st, rec)})" if _flags(st, rec) else ""))
+    click.echo(f"started {rec.started}, ended {rec.ended or '-'}; {rec.device}; host {rec.host}")
+    click.echo(f"merbench {rec.versions.get('merbench')}, code {rec.info.get('code', '-')}, "
+               f"git {rec.git_commit or '-'}")
+    click.echo("\nparameters:")
+    for key, value in sorted(rec.params.items()):
+        click.echo(f"  {key} = {format_value(value)}")
+    info = rec.info
+    for key in ("inputs", "checkpoints", "data_roots", "dataset_params", "limits"):
+        if info.get(key):
+            click.echo(f"{key.replace('_', ' ')}: {info[key]}")
+    if info.get("skipped"):
+        click.echo(f"\nskipped samples ({len(info['skipped'])}):")
+        for sid, reason in sorted(info["skipped"].items()):
+            click.echo(f"  {sid}: {reason}")
+    if info.get("fallbacks"):
+        click.echo("\nfallbacks: " + ", ".join(f"{k} {n}" for k, n in
+                                                sorted(info["fallbacks"].items())))
+    if not folds:
+        click.echo("\nno fold stored yet")
+        return
+    per_fold = stored_report(st, rec)[0]["per_fold"]
+    table = []
+    for index in sorted(folds):
+        fi, name = folds[index], names[index]
+        sc = per_fold.get(name)
+        table.append([index, name, fi.get("n_train", ""), fi.get("n_test", ""),
+                      fi.get("seconds", ""),
+                      "" if fi.get("final_loss") is None else f"{fi['final_loss']:.4f}",
+                      "" if sc is None or sc.uf1 != sc.uf1 else f"{sc.uf1:.4f}",
+                      "" if sc is None or sc.uar != sc.uar else f"{sc.uar:.4f}"])
+    click.echo("")
+    click.echo(tabulate(table, headers=["#", "fold", "n_train", "n_test", "seconds",
+                                        "final loss", "UF1", "UAR"], tablefmt="simple",
+                        disable_numparse=True))
+
+
+@cli.command("check-plugin")
+@click.argument("plugin")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Method-style overrides for the inputs and models, e.g. model.epochs=2, "
+              "face-crop.fallback=centre.")
+@click.option("--data-param", "data_param", multiple=True, metavar="KEY=VALUE",
+              help="Parameters of the synthetic input set, e.g. size=96.")
+@click.option("--seed", default=0, show_default=True, type=int)
+def check_plugin_cmd(plugin: str, sets: tuple[str, ...], data_param: tuple[str, ...],
+                     seed: int) -> None:
+    """Check the steps and models of PLUGIN (an installed plugin's name or a module path):
+    parameters round trip, determinism under a seed, probability shapes, state round trip,
+    cache-key stability. Exits non-zero when a check fails."""
+    from .checks import check_plugin, format_results
+    from .methods import parse_value
+
+    results = check_plugin(plugin, {k: parse_value(v) for k, v in _pairs(sets, "--set").items()},
+                           {k: parse_value(v) for k, v in
+                            _pairs(data_param, "--data-param").items()}, seed,
+                           progress=lambda line: click.echo(line, err=True))
+    click.echo(format_results(results))
+    failed = [r for r in results if r.ok is False]
+    if failed:
+        raise MerbenchError(f"{plugin}: {len(failed)} of {len(results)} checks failed",
+                            "see the detail column")
+    click.echo(f"{plugin}: all {sum(r.ok is True for r in results)} checks passed"
+               + (f" ({sum(r.ok is None for r in results)} skipped)"
+                  if any(r.ok is None for r in results) else ""))
 
 
 def _install_plugin_commands() -> None:
@@ -799,9 +1162,11 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)
+    except _Interrupted as exc:
+        click.echo(exc.line(), err=True)
+        sys.exit(130)
     except KeyboardInterrupt:
-        click.echo("Interrupted: finished folds are stored; run the same command to resume.",
-                   err=True)
+        click.echo("Interrupted.", err=True)
         sys.exit(130)
     except click.UsageError as exc:  # one line, like every other user error
         command = exc.ctx.command_path if exc.ctx is not None else "merbench"
@@ -821,3 +1186,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"Internal error: {type(exc).__name__}: {exc} (rerun with --debug for the "
                    "traceback and please report it)", err=True)
         sys.exit(1)
+    finally:  # an in-process caller (tests, a notebook) keeps its own logging
+        from .logs import show_progress_lines
+
+        show_progress_lines(False)

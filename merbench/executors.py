@@ -177,9 +177,11 @@ def _call(fn: Callable[..., Any], task: tuple[Any, ...]) -> Any:
 def _worker_init(threads: int, runtime_plugins: Mapping[str, str]) -> None:
     import importlib
 
+    from .logs import worker_setup
     from .plugins import register_plugin
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    worker_setup()
     for name, module in runtime_plugins.items():  # plugins registered at run time, by import
         register_plugin(importlib.import_module(module), name=name)
     try:

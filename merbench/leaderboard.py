@@ -96,7 +96,8 @@ def quality(store: Store, recs: Sequence[RunRecord]) -> dict[str, Any]:
         "trained": all(rec.info.get("trained", True) for rec in recs),
         "partial": any(is_partial(store, rec) for rec in recs),
         "folds": min(done) if done else 0,
-        "n_folds": max(int(rec.info.get("n_folds") or 0) for rec in recs) or None,
+        "n_folds": max(int(rec.info.get("n_folds_protocol") or rec.info.get("n_folds") or 0)
+                       for rec in recs) or None,
         "leaks_identity": any(rec.info.get("leaks_identity") for rec in recs),
     }
 
@@ -304,8 +305,11 @@ def reproduce_command(rec: RunRecord) -> str:
         args += ["--checkpoints", str(info["checkpoints"])]
     if info.get("skip_bad"):
         args.append("--skip-bad")
-    if info.get("limit_folds"):
-        args += ["--limit-folds", str(info["limit_folds"])]
+    limits = info.get("limits") or {}
+    if limits.get("limit_folds"):
+        args += ["--limit-folds", str(limits["limit_folds"])]
+    if limits.get("subjects"):
+        args += ["--subjects", ",".join(map(str, limits["subjects"]))]
     return " ".join(shlex.quote(a) for a in args)
 
 

@@ -106,13 +106,16 @@ class Protocol:
         from . import dataset as open_dataset
 
         self.check_dataset_names(data_roots, dataset_params)
+        missing = [n for n in self.roots_needed() if (data_roots or {}).get(n) is None]
+        if missing:
+            names = ", ".join(repr(m) for m in missing)
+            raise DataError(f"protocol {self.name} needs dataset{'s' * (len(missing) > 1)} "
+                            f"{names} but no data root was given",
+                            "pass " + " ".join(f"--data-root {m}=/path/to/{m}" for m in missing))
         out = {}
         for ref in self.datasets:
             params = {**ref.params, **(dataset_params or {}).get(ref.name, {})}
             root = (data_roots or {}).get(ref.name)
-            if root is None and _needs_root(ref.name):
-                raise DataError(f"protocol {self.name} needs dataset {ref.name!r} but no data "
-                                f"root was given", f"pass --data-root {ref.name}=/path/to/release")
             out[ref.name] = open_dataset(ref.name, root=root, **params) if root is not None \
                 else open_dataset(ref.name, **params)
         return out

@@ -17,6 +17,7 @@ import math
 import os
 import random
 import sys
+import time
 import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -547,6 +548,7 @@ class TorchClassifier(Model):
             from tqdm import tqdm
 
             epochs = tqdm(epochs, desc="epochs", leave=False)
+        self._epoch_clock = [time.monotonic(), time.monotonic(), start_epoch, start_epoch]
         for epoch in epochs:
             module.train()
             sums: dict[str, float] = {}
@@ -578,6 +580,7 @@ class TorchClassifier(Model):
                 else:
                     bad_epochs += 1
             self.history_.append(record)
+            self._report_epoch(record, epochs)
             self._save_train_state(opt, sched, gen, epoch + 1, best, bad_epochs)
             if len(val_idx) and bad_epochs >= self.patience:
                 log.info("early stop at epoch %d (validation subjects)", epoch + 1)
@@ -585,6 +588,29 @@ class TorchClassifier(Model):
         if best[1] is not None:
             module.load_state_dict(best[1])
         return self
+
+    def _report_epoch(self, record: Mapping[str, float], bar: Any) -> None:
+        """Training progress: the loss on the terminal's epoch bar; and a line on the
+        ``merbench.progress`` log (shown when stderr is not a terminal) after the first epoch,
+        then every tenth of the epochs or 30 s, and after the last."""
+        from .logs import PROGRESS, context
+
+        loss = record.get("loss", float("nan"))
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        now = time.monotonic()
+        start, last_time, first_epoch, last_epoch = self._epoch_clock
+        epoch = int(record["epoch"])
+        every = max(1, math.ceil(self.epochs / 10))
+        if not (epoch == first_epoch + 1 or epoch == self.epochs or epoch - last_epoch >= every
+                or now - last_time >= 30):
+            return
+        self._epoch_clock[1], self._epoch_clock[3] = now, epoch
+        elapsed = now - start
+        left = elapsed / (epoch - first_epoch) * (self.epochs - epoch)
+        val = f", val_loss {record['val_loss']:.4f}" if "val_loss" in record else ""
+        PROGRESS.info("%s%s epoch %d/%d: loss %.4f%s (%.0f s, ~%.0f s left)", context(),
+                      type(self).__name__, epoch, self.epochs, loss, val, elapsed, left)
 
     def _loss(self, X: Any, y: Any, device: Any) -> float:
         """The mean training loss (all terms) on held-out validation samples."""

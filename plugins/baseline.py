@@ -18,7 +18,10 @@ from merbench.errors import ConfigError
 
 
 class ApexDiff(Step):
-    """Grey apex frame minus grey onset frame, resized to ``size`` (float32, signed)."""
+    """Grey apex frame minus grey onset frame, resized to ``size`` (float32, signed).
+
+    :param size: output side in pixels (None keeps the frame size)
+    """
 
     name = "apex-diff"
     version = "1"
@@ -34,7 +37,10 @@ class ApexDiff(Step):
 
 
 class ApexFrame(Step):
-    """The grey apex frame resized to ``size`` (appearance only: no motion information)."""
+    """The grey apex frame resized to ``size`` (appearance only: no motion information).
+
+    :param size: output side in pixels (None keeps the frame size)
+    """
 
     name = "apex-frame"
     version = "1"
@@ -56,7 +62,12 @@ def full_proba(proba: np.ndarray, seen: np.ndarray, num_classes: int) -> np.ndar
 
 
 class LogReg(Model):
-    """Standardised multinomial logistic regression (scikit-learn, lbfgs)."""
+    """Standardised multinomial logistic regression (scikit-learn, lbfgs).
+
+    :param C: inverse L2 regularisation strength (smaller: stronger)
+    :param max_iter: lbfgs iterations at most
+    :param class_weight: "balanced" (inverse class frequency) or None
+    """
 
     def __init__(self, num_classes: int = 3, C: float = 0.1, max_iter: int = 1000,
                  class_weight: str | None = "balanced", seed: int = 0) -> None:
@@ -112,7 +123,10 @@ class LogReg(Model):
 
 
 class Chance(Model):
-    """Ignores the input: one-hot random labels, uniform or drawn from the training prior."""
+    """Ignores the input: one-hot random labels, uniform or drawn from the training prior.
+
+    :param strategy: "uniform" or "prior" (the training fold's class frequencies)
+    """
 
     def __init__(self, num_classes: int = 3, strategy: str = "uniform", seed: int = 0) -> None:
         if strategy not in ("uniform", "prior"):

@@ -149,15 +149,18 @@ def warp_frames(frames: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray
 class FaceCrop(Step):
     """Align (eyes level) and crop the face found on the onset frame; same transform for all frames.
 
-    Parameters: ``size`` output side in pixels; ``margin`` [ours] fraction of the landmark box's
-    larger side added on each side (the box runs from the eyebrows to the chin, so the margin
-    leaves room for raised brows); ``search`` how many frames after the onset to try when dlib
-    finds no face on it; ``fallback`` None (a DataError naming the sample) or ``"centre"`` (the
-    centred square, recorded in ``clip.notes``, landmarks None); ``upsample`` dlib detector
-    upsampling (1 finds faces down to about 40 px); ``reuse_landmarks`` use landmarks already on
-    the Clip (in its frames' coordinates, e.g. precomputed ones) instead of running dlib.
     Of several faces the detector's highest-scoring one is kept. Output landmarks are in the
     cropped frames' coordinates.
+
+    :param size: output side in pixels
+    :param margin: [ours] fraction of the landmark box's larger side added on each side (the
+        box runs from the eyebrows to the chin, so the margin leaves room for raised brows)
+    :param search: how many frames after the onset to try when dlib finds no face on it
+    :param fallback: None (a DataError naming the sample) or "centre" (the centred square,
+        recorded in the run's fallback notes, landmarks None)
+    :param upsample: dlib detector upsampling (1 finds faces down to about 40 px)
+    :param reuse_landmarks: use landmarks already on the Clip (in its frames' coordinates, e.g.
+        precomputed ones) instead of running dlib
     """
 
     name = "face-crop"
@@ -243,6 +246,8 @@ class KeyFrames(Step):
 
     Without an annotated apex the middle frame is used; the returned clip then carries it as an
     estimated apex (``apex_estimated`` and a note).
+
+    :param n_key: number of key frames between onset and offset
     """
 
     name = "key-frames"

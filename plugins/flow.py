@@ -68,9 +68,15 @@ def minmax_uint8(channel: np.ndarray) -> np.ndarray:
 class Flow(Step):
     """Onset -> apex optical flow (float32 H×W×2 u, v; H×W×3 with ``strain=True``).
 
-    ``method`` "tvl1" (cv2.optflow.DualTVL1OpticalFlow_create with ``tau``, ``lambda_``,
-    ``theta``, ``warps``; OpenCV defaults for the rest) or "farneback" (``farneback`` = pyr_scale,
-    levels, winsize, iterations, poly_n, poly_sigma [ours: OpenCV tutorial values]).
+    :param method: "tvl1" (cv2.optflow.DualTVL1OpticalFlow_create; OpenCV defaults for what is
+        not a parameter here) or "farneback"
+    :param strain: add the optical strain magnitude as a third channel
+    :param tau: TV-L1 time step
+    :param lambda_: TV-L1 data-term weight (smaller: smoother flow)
+    :param theta: TV-L1 coupling of the two energy terms
+    :param warps: TV-L1 warps per pyramid level
+    :param farneback: Farneback pyr_scale, levels, winsize, iterations, poly_n, poly_sigma
+        [ours: OpenCV tutorial values]
     """
 
     name = "flow"
@@ -124,9 +130,10 @@ class Flow(Step):
 class FlowImage(Flow):
     """STSTNet input: u, v, strain each min-max scaled to 0..255 per sample, resized, uint8.
 
-    ``channels`` orders the planes by letter: "uvs" (u, v, strain) by default; published STSTNet
-    inputs are images read with OpenCV, i.e. BGR order of (u, v, strain) images: ``"svu"``.
-    ``size`` int or (height, width), None keeps the flow's size (area averaging when shrinking).
+    :param channels: plane order by letter: "uvs" (u, v, strain); published STSTNet inputs are
+        images read with OpenCV, i.e. BGR order of (u, v, strain) images: "svu"
+    :param size: output side, or (height, width); None keeps the flow's size (area averaging
+        when shrinking)
     """
 
     name = "flow-image"

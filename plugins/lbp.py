@@ -433,13 +433,17 @@ def lbp_sip(volume: np.ndarray, radius: float = 1, radius_t: float = 1,
 class LBPTOP(Step):
     """LBP-TOP histograms (XY, XT, YT planes) of the grey clip span onset..offset.
 
-    ``points`` = (P_xy, P_xt, P_yt), ``radii`` = (R_x, R_y, R_t), ``blocks`` = (rows, cols,
-    time parts). ``interpolation``: "bilinear" (as the Oulu code and skimage) or "nearest"
-    (offsets rounded half away from zero). ``mapping``: "u2" (P(P-1)+3 bins, 59 for P = 8) or
-    "none" (2^P bins). ``normalize``: "block" (each block's plane histogram sums to 1) or
-    "global" [ours] (counts / number of centre voxels, so each plane sums to 1 over all
-    blocks and block sizes are kept). Offsets are rounded to 5 decimals and blocks split the
-    valid centre region, see the module docstring [ours].
+    Offsets are rounded to 5 decimals and blocks split the valid centre region, see the module
+    docstring [ours].
+
+    :param points: neighbours per plane (P_xy, P_xt, P_yt)
+    :param radii: radii (R_x, R_y, R_t) in pixels and frames
+    :param blocks: (rows, cols, time parts) the histograms are computed over
+    :param interpolation: "bilinear" (as the Oulu code and skimage) or "nearest" (offsets
+        rounded half away from zero)
+    :param mapping: "u2" (P(P-1)+3 bins, 59 for P = 8) or "none" (2^P bins)
+    :param normalize: "block" (each block's plane histogram sums to 1) or "global" [ours]
+        (counts / number of centre voxels: each plane sums to 1 over all blocks)
     """
 
     name = "lbp-top"
@@ -475,9 +479,12 @@ class LBPTOP(Step):
 class LBPSIP(Step):
     """LBP-SIP (six intersection points) histograms of the grey clip span onset..offset.
 
-    4 spatial neighbours at ``radius`` (16-bin code) and the same pixel ``radius_t`` frames
-    before and after (4-bin code), per block of ``blocks`` = (rows, cols, time parts); each
-    part L1-normalised, 20 values per block.
+    4 spatial neighbours (16-bin code) and the same pixel before and after (4-bin code), per
+    block; each part L1-normalised, 20 values per block.
+
+    :param radius: distance of the 4 spatial neighbours in pixels
+    :param radius_t: distance of the 2 temporal neighbours in frames
+    :param blocks: (rows, cols, time parts) the histograms are computed over
     """
 
     name = "lbp-sip"

@@ -67,9 +67,11 @@ def occurring_indices(onset: int, end: int, frames: int) -> np.ndarray:
 class ThreeO(Step):
     """Onset, F evenly spaced occurring frames, offset: grey, resized, stacked (F + 2, S, S).
 
-    ``frames`` F; ``size`` S (int or (height, width)); ``occurring="span"`` never reads
-    ``clip.apex``; ``"apex"`` stacks (onset, apex, offset) with the annotated apex (an estimated
-    one where the database has none, e.g. SMIC; ``frames`` is then unused)."""
+    :param frames: F, occurring frames evenly spaced strictly inside onset..offset
+    :param size: S, the frames' size (int or (height, width))
+    :param occurring: span (never reads clip.apex) or apex (onset, annotated apex, offset; an
+        estimated apex where the database has none, e.g. SMIC; frames is then unused)
+    """
 
     name = "three-o"
     version = "1"
@@ -227,7 +229,21 @@ def _check(ok: bool, what: str, fix: str) -> None:
 
 
 class LTR3O(TorchClassifier):
-    """LTR3O-style classifier of ``three-o`` stacks; see the module docstring for the sources."""
+    """LTR3O-style classifier of ``three-o`` stacks; see the module docstring for the sources.
+
+    :param candidates: K occurring frames drawn per sample and pass in training
+    :param test_candidates: evenly spaced occurring frames used at test time
+    :param sampling: uniform (without replacement) or stratified (one per K equal strata)
+    :param ranking: halves (hinge on top-half minus bottom-half mean score) or pairwise
+    :param margin: δ, the score gap the ranking hinge asks for
+    :param rank_weight: λ, the ranking loss's weight beside cross-entropy
+    :param hidden: width of the expressiveness MLP
+    :param temperature: τ of the softmax(s / τ) aggregation weights (lower: sharper)
+    :param magnify: α of the motion magnification of occurring vs onset (0: off)
+    :param magnify_sigma: Gaussian blur σ of the magnified difference
+    :param flip: random horizontal flips in training
+    :param pretrained: ResNet-18 weights: PATH, None (a warm local cache, else random), False
+    """
 
     defaults = {"epochs": 30, "lr": 1e-4, "batch_size": 16, "channels_first": True}
     cam_target = "encoder.layer4"

@@ -94,9 +94,17 @@ def profile(n: int, onset: int, apex: int, offset: int) -> np.ndarray:
 class Synthetic(Dataset):
     """Seeded synthetic micro-expressions (astronaut face); sizes and difficulty are parameters.
 
-    ``amplitude`` is the (min, max) apex displacement in output pixels; ``jitter`` the head
-    jitter std (px), ``flicker`` the illumination gain std, ``noise`` the sensor noise std
-    (grey levels); ``appearance`` scales the per-subject appearance change (0 = identical faces).
+    :param subjects: number of subjects
+    :param clips_per_class: clips of each class per subject
+    :param classes: 3 (negative, positive, surprise) or 5 classes
+    :param size: frame side in pixels
+    :param frames: frames per clip
+    :param seed: seed of the whole set (same seed, same clips)
+    :param amplitude: (min, max) apex displacement in output pixels
+    :param jitter: head jitter std in pixels
+    :param flicker: illumination gain std
+    :param noise: sensor noise std in grey levels
+    :param appearance: scale of the per-subject appearance change (0: identical faces)
     """
 
     name = "synthetic"

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-# MERBENCH_REALDATA points elsewhere (e.g. from a worktree that is not beside shared/)
+# licence-restricted annotation files and published logs: ../shared/realdata next to the
+# checkout, or wherever MERBENCH_REALDATA points (README, Databases)
 REALDATA = Path(os.environ.get("MERBENCH_REALDATA")
                 or Path(__file__).resolve().parents[2] / "shared" / "realdata")
 

@@ -21,9 +21,7 @@ import merbench
 from merbench.annotations import sample_id
 from merbench.errors import ConfigError, DataError
 
-from .conftest import REALDATA
-
-REAL = REALDATA
+from .conftest import REALDATA as REAL  # noqa: E402 - ../shared/realdata or MERBENCH_REALDATA
 ANN = REAL / "annotations"
 pytestmark = pytest.mark.skipif(not ANN.is_dir(), reason=f"real annotation files absent ({ANN})")
 
