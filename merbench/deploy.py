@@ -151,11 +151,12 @@ def explain(checkpoint: str | Path, clip: str | Path, out_dir: str | Path,
     similarity) for one new clip as PNG files; models without ``explain`` are refused."""
     from .video import load_clip
 
-    meth, model, _ = load(checkpoint)
+    meth, model, ckpt = load(checkpoint)
     if not hasattr(model, "explain"):
         raise CheckpointError(f"model {meth.model_name!r} offers no explanations",
                               "use a model with an explain() method, e.g. cropnet")
     sample = clip_sample(clip, onset, apex, offset)
     x = meth.preprocess(load_clip(sample))
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    return list(model.explain(x[None], out_dir, names=[Path(clip).stem]))
+    return [Path(p) for p in model.explain(x[None], out_dir, names=[Path(clip).stem],
+                                           labels=ckpt["labels"])]
