@@ -7,10 +7,11 @@ Prototypes" (AAAI 2018, arXiv:1710.04806) and its released code, as adapted by s
   [seed]; inputs in [0, 1] are normalised with ImageNet's mean/std inside the network (grey:
   their channel means) [ours]. ``pretrained``: a local state dict, the warm timm cache or random
   init (:func:`merbench.backbones.init_pretrained`; nothing is downloaded).
-- Decoder g: Linear(512 -> 256·h0·w0) + ReLU, then five ConvTranspose2d(4, stride 2) stages
-  (BN + ReLU, halving the channels 256 -> 16), a sigmoid output (inputs are in [0, 1]) and a
-  bilinear resize to the input size where H or W is not a multiple of 32 [ours; Li et al.
-  mirror their encoder with transposed convolutions].
+- Decoder g: Linear(512 -> 256·h0·w0) + ReLU (h0 = ⌈H/32⌉, w0 = ⌈W/32⌉), four
+  ConvTranspose2d(4, stride 2) + BN + ReLU stages halving the channels 256 -> 16, a fifth to the
+  input's channels with a sigmoid (inputs are in [0, 1]), and a bilinear resize to the input
+  size where H or W is not a multiple of 32 [ours; Li et al. mirror their encoder with
+  transposed convolutions].
 - Prototype layer, two modes [seed / paper]: ``per_class`` (the seed): k prototypes per class
   (default 1), logit_c = −min_{j of class c} ||z − p_j||²; ``free`` (Li et al.): m class-agnostic
   prototypes (default 2 per class [ours]), d_j = ||z − p_j||², logits = dᵀW, W learned, no bias.
@@ -43,7 +44,13 @@ seed's 10-vs-50-epoch comparison) and each input's nearest prototypes with their
 (``nearest_<name>.png`` and ``.txt``). ``merbench explain-run RUN_ID`` draws, from the arrays
 :meth:`PrototypeNet.fold_artifacts` stored with each fold, a t-SNE (scikit-learn) of the run's
 test latents with the prototypes (``tsne.png``), the decoded prototypes and the nearest
-prototypes of test samples; see :func:`merbench_plugins.prototype_figures`.
+prototypes of test samples; see :mod:`merbench_plugins.prototype_figures`.
+
+Methods [ours]: ``apex-prototype`` (face crop, then the grey apex frame, as the ``apex-frame``
+step gives it), ``ars-prototype`` (face crop, ARS with N_key 5) and ``flow-prototype`` (face
+crop, TV-L1 onset -> apex flow + strain image). The face crop is 112 px, trading ResNet-18
+resolution (a 4×4 last map) for CPU time; the image steps keep the crop's size, so
+``--set face-crop.size=224`` changes all three.
 """
 from __future__ import annotations
 
