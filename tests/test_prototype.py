@@ -195,7 +195,9 @@ def test_each_loss_term_alone_is_reduced(term):
     assert last < first, (term, first, last)
 
 
-def test_free_mode_training_reduces_its_terms():
+def test_free_mode_training_reduces_its_terms_and_draws_run_figures(tmp_path):
+    from merbench.explain_run import FoldArtifacts
+
     X, y = blobs(18, 1)
     model = pt.PrototypeNet(mode="free", num_classes=3, pretrained=False, epochs=5,
                             batch_size=6, seed=0, device="cpu").fit(X, y)
@@ -203,6 +205,19 @@ def test_free_mode_training_reduces_its_terms():
     for name in ("loss", "loss_ce", "loss_rec", "loss_r1", "loss_r2"):
         assert last[name] < first[name], name
     assert "loss_cohesion" not in first
+    arrays = model.fold_artifacts(X[:9])
+    assert arrays["latents"].shape == (9, 512) and arrays["prototypes"].shape == (6, 512)
+    assert arrays["prototype_images"].shape == (6, 32, 32, 3) and "snapshot_epochs" not in arrays
+    labels = ["a", "b", "c"]
+    pred = model.predict(X[:9])
+    fold = FoldArtifacts(0, "f", [f"s{i}" for i in range(9)], [labels[k] for k in y[:9]],
+                         [labels[k] for k in pred], arrays)
+    paths = pt.PrototypeNet.explain_run([fold], labels, tmp_path)
+    assert sorted(p.name for p in paths) == ["nearest.png", "nearest.txt", "prototypes.png",
+                                             "tsne.png"]
+    for p in paths:
+        if p.suffix == ".png":
+            readable(p)
 
 
 def test_snapshots_kept_and_saved_with_the_state(fitted):
