@@ -180,8 +180,11 @@ def module_class() -> type:
 
         def forward(self, x: torch.Tensor) -> ProtoOutput:
             z = self.encode(x)
-            d = self.distances(z)
-            return ProtoOutput(self.classify(d), z, self.decoder(z), d, x)
+            # distances of hundreds need float32 logits: bf16 (AMP on CUDA) keeps ~3 digits
+            with torch.autocast(x.device.type, enabled=False):
+                d = squared_distances(z, self.prototypes)
+                logits = self.classify(d)
+            return ProtoOutput(logits, z, self.decoder(z), d, x)
 
     PrototypeNetModule.__qualname__ = "PrototypeNetModule"
     return PrototypeNetModule
