@@ -650,6 +650,22 @@ def explain(checkpoint: str, clip: str, output: str, onset: int | None, apex: in
     for path in do_explain(checkpoint, clip, output, onset, apex, offset, data_root,
                            _flat_params(data_param)):
         click.echo(f"wrote {path}")
+        if path.suffix == ".txt":  # a model's explanation in words (e.g. nearest prototypes)
+            click.echo(path.read_text().rstrip())
+
+
+@cli.command("explain-run")
+@click.argument("run_id")
+@click.option("--store", default=None, help="Results store (default merbench-results/results.sqlite).")
+@click.option("-o", "--output", default=None, type=click.Path(),
+              help="Folder for the figures (default explanations/RUN_ID).")
+def explain_run_cmd(run_id: str, store: str | None, output: str | None) -> None:
+    """Figures over a stored run's test samples, drawn by its model (e.g. a prototype network's
+    t-SNE of test latents, decoded prototypes, nearest prototypes)."""
+    from .explain_run import explain_run
+
+    for path in explain_run(run_id, store, output):
+        click.echo(f"wrote {path}")
 
 
 # -- leaderboard site, paired comparison, one-parameter sweep (kept together) -------------------

@@ -202,5 +202,5 @@ def explain(checkpoint: str | Path, clip: str | Path, out_dir: str | Path,
     sample, raw = open_input(clip, onset, apex, offset, data_root, data_params)
     x = meth.preprocess(raw)
     make_dir(out_dir, "output folder")
-    return list(model.explain(x[None], out_dir, names=[Path(sample.clip).stem],
-                              labels=list(ckpt["labels"])))
+    return [Path(p) for p in model.explain(x[None], out_dir, names=[Path(sample.clip).stem],
+                                           labels=list(ckpt["labels"]))]

@@ -4,7 +4,8 @@ A deep model plugin subclasses :class:`TorchClassifier`, declares its architectu
 ``__init__(self, ..., **training)`` and its own defaults for the shared training settings in a
 ``defaults`` class attribute, and defines ``build(num_classes, input_shape)`` returning its
 ``nn.Module``. Optional hooks: ``augment(batch)``, ``loss(output, target)`` (extra loss terms),
-``logits(output)``, ``cam_layer(module)`` (the Grad-CAM target of the default ``explain``).
+``logits(output)``, ``on_epoch_end(epoch)``, ``cam_layer(module)`` (the Grad-CAM target of the
+default ``explain``).
 Everything else lives here, once: the settings in :data:`TRAINING_SETTINGS` (optimizer, loss,
 epochs, batches, learning-rate steps, class balancing, subject-disjoint validation and early
 stopping, AMP and channels_last on CUDA), seeding, the resumable training state, local
@@ -415,6 +416,10 @@ class TorchClassifier(Model):
         {name: term})``; each term's epoch mean is kept in ``history_`` as ``loss_<name>``."""
         return self.criterion_(self.logits(output).float(), target)
 
+    def on_epoch_end(self, epoch: int) -> None:
+        """Called after each training epoch (``epoch`` counts from 1; its record is already in
+        ``history_``; the module is in training mode), e.g. to keep snapshots (default: none)."""
+
     def cam_layer(self, module: Any) -> Any:
         """The Grad-CAM target: ``cam_target`` if set, else the module's last Conv2d."""
         from torch import nn
@@ -581,6 +586,7 @@ class TorchClassifier(Model):
                     bad_epochs += 1
             self.history_.append(record)
             self._report_epoch(record, epochs)
+            self.on_epoch_end(epoch + 1)
             self._save_train_state(opt, sched, gen, epoch + 1, best, bad_epochs)
             if len(val_idx) and bad_epochs >= self.patience:
                 log.info("early stop at epoch %d (validation subjects)", epoch + 1)
