@@ -50,6 +50,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-",
                                    suffix=".tmp")
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would make outputs private
         os.close(fd)
     except OSError as exc:
         raise os_error(path, exc) from exc
@@ -68,6 +69,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         if full:  # a writer that hides the OSError, e.g. torch's "unexpected pos"
             raise os_error(path, OSError(errno.ENOSPC, "No space left on device")) from exc
         raise
+
+
+def _umask() -> int:
+    """The process umask (read by setting and restoring it: there is no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 _FULL = 1 << 20  # a write that fails with less free space than this failed on a full disk

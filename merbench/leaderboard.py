@@ -169,6 +169,9 @@ def _reproduced(store: Store, protocol: str | None, n_boot: int, boot_seed: int,
         label = f"{method} ({text})" if text else method
         if variants[(proto_label, method)] > 1 and not text:
             label = f"{method} [{phash}]"
+        tag = method_tag(method)
+        if tag:  # e.g. "LTR3O-style": a design not yet checked against its paper
+            label = f"{label} — {tag}"
         q = quality(store, recs)
         ci = cluster_bootstrap(preds, list(first.info["classes"]), n_boot, boot_seed, level) \
             if n_boot else None
@@ -204,6 +207,14 @@ def _short_path(path: str) -> str:
     """The last two parts of a path: enough to tell inputs or checkpoint folders apart."""
     parts = Path(str(path)).parts
     return "/".join(parts[-2:]) if parts else str(path)
+
+
+def method_tag(method: str) -> str:
+    """The registered method's ``MethodSpec.tag`` ("" when none, or no longer installed)."""
+    from .plugins import registry
+
+    entry = registry()["method"].get(method)
+    return str(getattr(entry.factory, "tag", "") or "") if entry is not None else ""
 
 
 def changed_params(method: str, params: dict[str, Any]) -> dict[str, Any]:

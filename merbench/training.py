@@ -13,13 +13,14 @@ pretrained-weight loading (:func:`load_pretrained`) and Grad-CAM explanations.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import math
 import os
 import random
 import sys
 import time
-import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
@@ -317,6 +318,15 @@ def cached_timm_weights(model: Any) -> Path | None:
     return None
 
 
+@functools.lru_cache(maxsize=16)
+def _cached_timm_file(timm_name: str) -> Path | None:
+    """:func:`cached_timm_weights` of a timm model by name, looked up once per process (building
+    the model to read its pretrained config costs ~0.5 s, once per fold otherwise)."""
+    import timm
+
+    return cached_timm_weights(timm.create_model(timm_name, pretrained=False))
+
+
 def resolve_pretrained(pretrained: str | bool | None, timm_name: str, what: str) -> Path | None:
     """Where a model's pretrained weights come from: ``PATH`` (a local file), ``None`` (timm's
     weights for ``timm_name`` if already cached locally, else random init), ``True`` (the cache,
@@ -325,9 +335,7 @@ def resolve_pretrained(pretrained: str | bool | None, timm_name: str, what: str)
                                ("", "none", "random", "false")):
         return None
     if pretrained is None or pretrained is True:
-        import timm
-
-        path = cached_timm_weights(timm.create_model(timm_name, pretrained=False))
+        path = _cached_timm_file(timm_name)
         if path is None and pretrained is True:
             raise CheckpointError(f"{what}: no cached ImageNet weights for {timm_name!r} (timm "
                                   "looks in the Hugging Face / torch hub cache)",

@@ -271,10 +271,13 @@ class MethodSpec:
     ``steps`` is a sequence of (preprocessor name, params); ``model`` is (model name, params).
     An empty ``steps`` means the dataset already yields arrays (e.g. the ``folder`` dataset).
     ``demo``: ``None`` keeps the method out of ``merbench demo``; a mapping puts it in, with the
-    ``--set`` overrides that make it fast enough for the demo (``{}`` for none).
+    ``--set`` overrides that make it fast enough for the demo (``{}`` for none). ``tag``: a few
+    words every leaderboard row of the method carries, e.g. "LTR3O-style" for a design that is
+    not yet checked against its paper.
     """
 
     steps: tuple[tuple[str, Mapping[str, Any]], ...]
     model: tuple[str, Mapping[str, Any]]
     description: str = ""
     demo: Mapping[str, Any] | None = None
+    tag: str = ""

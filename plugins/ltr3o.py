@@ -440,8 +440,10 @@ def register_methods(register: Any) -> None:
     register("ltr3o", MethodSpec(
         steps=(face, ("three-o", {"size": 112})), model=("ltr3o", {}),
         description="LTR3O-style (seed 002, design ours): face crop -> K random 3O candidates "
-                    "ranked by expressiveness, shared ResNet-18; no apex used"))
+                    "ranked by expressiveness, shared ResNet-18; no apex used",
+        tag="LTR3O-style"))
     register("ltr3o-apex", MethodSpec(
         steps=(face, ("three-o", {"size": 112, "occurring": "apex"})),
         model=("ltr3o", {"candidates": 1, "test_candidates": 1}),
-        description="LTR3O-style ablation: one candidate, occurring = annotated apex"))
+        description="LTR3O-style ablation: one candidate, occurring = annotated apex",
+        tag="LTR3O-style"))

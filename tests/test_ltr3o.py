@@ -324,3 +324,18 @@ def test_saved_state_round_trip(fitted, tmp_path):
     again.set_state(model.get_state(), model.input_shape(X))
     assert again.init_ == "saved-state"
     np.testing.assert_allclose(again.predict_proba(X[:4]), model.predict_proba(X[:4]), atol=1e-6)
+
+
+def test_leaderboard_rows_say_ltr3o_style(tmp_path):
+    from merbench.leaderboard import leaderboard_rows
+    from merbench.store import Store
+
+    st = Store(tmp_path / "s.sqlite")
+    rid = st.create_run(key="k", protocol="synthetic-loso", method="ltr3o", params={}, seed=0,
+                        versions={}, git_commit=None, device=None, host=None,
+                        info={"classes": ["negative", "positive", "surprise"], "n_folds": 1})
+    st.add_fold(rid, 0, "synthetic/s01", 0, "t",
+                [("synthetic/s01/a", "negative", "negative", {"negative": 1.0})], {"n_test": 1})
+    st.set_status(rid, "finished")
+    (row,) = leaderboard_rows(st, "synthetic-loso", include_published=False, n_boot=0)
+    assert row["method"].endswith("— LTR3O-style")
