@@ -298,8 +298,8 @@ def load_pretrained(module: Any, path: str | os.PathLike, *, head: Sequence[str]
 
 def cached_timm_weights(model: Any) -> Path | None:
     """A timm model's pretrained file if it is already in the local Hugging Face hub or torch hub
-    cache (a warm cache); nothing is downloaded."""
-    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    cache (a warm cache); nothing is downloaded. ``model`` may also be its ``pretrained_cfg``."""
+    cfg = dict(model if isinstance(model, dict) else getattr(model, "pretrained_cfg", None) or {})
     if cfg.get("hf_hub_id"):
         try:
             from huggingface_hub import try_to_load_from_cache
@@ -319,12 +319,17 @@ def cached_timm_weights(model: Any) -> Path | None:
 
 
 @functools.lru_cache(maxsize=16)
-def _cached_timm_file(timm_name: str) -> Path | None:
-    """:func:`cached_timm_weights` of a timm model by name, looked up once per process (building
-    the model to read its pretrained config costs ~0.5 s, once per fold otherwise)."""
+def _timm_pretrained_cfg(timm_name: str) -> dict:
+    """A timm model's pretrained config, read once per process (building the model to read it
+    costs ~0.5 s, once per fold otherwise). Only the config is cached: the cache folders are
+    looked at on every call, so weights placed there mid-process are found."""
     import timm
 
-    return cached_timm_weights(timm.create_model(timm_name, pretrained=False))
+    return dict(timm.create_model(timm_name, pretrained=False).pretrained_cfg or {})
+
+
+def _cached_timm_file(timm_name: str) -> Path | None:
+    return cached_timm_weights(_timm_pretrained_cfg(timm_name))
 
 
 def resolve_pretrained(pretrained: str | bool | None, timm_name: str, what: str) -> Path | None:
