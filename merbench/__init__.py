@@ -39,11 +39,13 @@ def names(kind: str) -> list[str]:
 
 def _build(kind: str, name: str, params: dict[str, Any]) -> Any:
     from .plugins import entry
-    from .methods import check_params
+    from .methods import check_params, config_errors
 
     factory = entry(kind, name).factory
     check_params(factory, params, f"{kind} {name!r}")
-    return factory(**params)
+    with config_errors(f"{kind} {name!r}", {k: v for k, v in params.items() if k != "root"},
+                       "fix the parameter values"):
+        return factory(**params)
 
 
 def dataset(name: str, root: str | None = None, **params: Any) -> Dataset:
@@ -81,15 +83,22 @@ def run(**kwargs: Any) -> Any:
     return _run(**kwargs)
 
 
+def run_seeds(**kwargs: Any) -> Any:
+    """Several seeds of one run, as a list; see :func:`merbench.runner.run_seeds`."""
+    from .runner import run_seeds as _run_seeds
+
+    return _run_seeds(**kwargs)
+
+
 def __getattr__(name: str) -> Any:  # lazy submodules: merbench.metrics, merbench.store, ...
     import importlib
 
     if name in {"metrics", "protocols", "runner", "store", "leaderboard", "cache", "video",
-                "training", "plugins", "methods"}:
+                "training", "plugins", "methods", "executors", "preprocess", "provenance"}:
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(name)
 
 
 __all__ = ["Clip", "Dataset", "Fold", "MerbenchError", "MethodSpec", "Model", "Sample", "Step",
            "dataset", "errors", "hookimpl", "method", "model", "names", "preprocessor",
-           "protocol", "run"]
+           "protocol", "run", "run_seeds"]

@@ -3,7 +3,8 @@
 The key is a SHA-256 of everything that determines the array: the sample id and source facts,
 the step chain (names, versions, full parameters) and the providing plugins' versions. Each
 entry is an ``.npy`` file written atomically beside a JSON sidecar holding its checksum; a
-corrupt or truncated entry is detected on read, dropped and recomputed.
+corrupt or truncated entry is detected on read, dropped and recomputed. A cache that cannot be
+written (disk full, read-only) degrades to no caching with one warning; it never stops a run.
 """
 from __future__ import annotations
 
@@ -14,12 +15,15 @@ import logging
 import os
 from pathlib import Path
 
-from .atomic import write_bytes
 from typing import Any, Callable
+
+from .atomic import make_dir, remove_leftovers, write_bytes
+from .errors import DataError
 
 import numpy as np
 
 log = logging.getLogger(__name__)
+_UNWRITABLE: set[str] = set()  # cache roots this process found unwritable (warned once)
 
 
 def default_cache_dir() -> Path:
@@ -49,6 +53,11 @@ class Cache:
         return folder / f"{key}.npy", folder / f"{key}.json"
 
     def get(self, key: str) -> np.ndarray | None:
+        entry = self.get_entry(key)
+        return None if entry is None else entry[0]
+
+    def get_entry(self, key: str) -> tuple[np.ndarray, dict[str, Any]] | None:
+        """(array, its JSON sidecar) or None when absent or damaged (then removed)."""
         if not self.enabled:
             return None
         data_path, meta_path = self._paths(key)
@@ -63,31 +72,58 @@ class Cache:
         except Exception as exc:  # noqa: BLE001 - any damage means: recompute
             log.warning("cache entry %s is corrupt (%s); recomputing", key[:12], exc)
             for p in (data_path, meta_path):
-                p.unlink(missing_ok=True)
+                try:
+                    p.unlink(missing_ok=True)
+                except OSError:  # a read-only cache keeps it
+                    pass
             return None
-        return array
+        return array, meta
 
     def put(self, key: str, array: np.ndarray, info: dict[str, Any] | None = None) -> None:
-        if not self.enabled:
+        if not self.enabled or str(self.root) in _UNWRITABLE:
             return
         data_path, meta_path = self._paths(key)
-        data_path.parent.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()
         np.save(buf, np.asarray(array), allow_pickle=False)
         raw = buf.getvalue()
         meta = {"sha256": hashlib.sha256(raw).hexdigest(), "shape": list(np.shape(array)),
                 "dtype": str(np.asarray(array).dtype), **(info or {})}
-        write_bytes(data_path, raw)
-        write_bytes(meta_path, json.dumps(meta, default=str).encode())
+        try:
+            make_dir(data_path.parent, "cache folder")
+            write_bytes(data_path, raw)
+            write_bytes(meta_path, json.dumps(meta, default=str).encode())
+        except DataError as exc:  # a full or read-only cache: go on without it
+            _UNWRITABLE.add(str(self.root))
+            if not meta_path.exists():  # an array without its sidecar is never read: free it
+                try:
+                    data_path.unlink(missing_ok=True)
+                except OSError:
+                    pass
+            log.warning("%s; continuing without the preprocessing cache", exc.problem)
+
+    def remove_leftovers(self) -> int:
+        """Remove the temporary files of cache writes that a kill interrupted."""
+        arrays = self.root / "arrays"
+        if not self.enabled or not arrays.is_dir():
+            return 0
+        return remove_leftovers([arrays] + [p for p in arrays.iterdir() if p.is_dir()])
 
     def get_or_compute(self, parts: Any, compute: Callable[[], np.ndarray],
                        info: dict[str, Any] | None = None) -> np.ndarray:
+        return self.get_or_compute_noted(parts, lambda: (compute(), []), info)[0]
+
+    def get_or_compute_noted(self, parts: Any,
+                             compute: Callable[[], tuple[np.ndarray, list[str]]],
+                             info: dict[str, Any] | None = None) -> tuple[np.ndarray, list[str]]:
+        """Like :meth:`get_or_compute` for a computation that also reports notes (e.g. a
+        preprocessing fallback); the notes are cached with the array and returned on a hit."""
         key = make_key(parts)
-        hit = self.get(key)
+        hit = self.get_entry(key)
         if hit is not None:
             self.hits += 1
-            return hit
+            return hit[0], list(hit[1].get("notes", []))
         self.misses += 1
-        value = np.asarray(compute())
-        self.put(key, value, info)
-        return value
+        value, notes = compute()
+        value = np.asarray(value)
+        self.put(key, value, {**(info or {}), "notes": list(notes)})
+        return value, list(notes)

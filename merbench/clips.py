@@ -9,10 +9,11 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError, DataError
-from .types import Clip
+from .types import Clip, middle_frame
 
 
-def _where(clip: Clip) -> str:
+def where(clip: Clip) -> str:
+    """How errors name a clip: its sample id, or "clip" for an anonymous one."""
     return clip.sample_id or "clip"
 
 
@@ -22,15 +23,19 @@ def check_n_key(n_key: Any, step: str) -> None:
                           "use e.g. n_key=5 (the seed's value)")
 
 
+MAX_SIZE = 4096  # pixels per side: larger outputs are a typo, not a method
+
+
 def check_size(size: Any, step: str, allow_none: bool = True) -> None:
-    """``size`` is an int (square) or (height, width); None keeps the input size."""
+    """``size`` is an int (square) or (height, width) of 1..MAX_SIZE; None keeps the input
+    size."""
     if size is None and allow_none:
         return
     parts = size if isinstance(size, (tuple, list)) else (size,)
-    if len(parts) not in (1, 2) or any(isinstance(p, bool) or not isinstance(p, int) or p < 1
-                                       for p in parts):
-        raise ConfigError(f"step {step!r}: size must be a positive int or (height, width), "
-                          f"got {size!r}", "use e.g. size=128")
+    if len(parts) not in (1, 2) or any(isinstance(p, bool) or not isinstance(p, int)
+                                       or not 1 <= p <= MAX_SIZE for p in parts):
+        raise ConfigError(f"step {step!r}: size must be a positive int (at most {MAX_SIZE}) or "
+                          f"(height, width), got {size!r}", "use e.g. size=128")
 
 
 def resize_image(image: np.ndarray, size: int | tuple[int, int] | list[int] | None) -> np.ndarray:
@@ -54,7 +59,7 @@ def resolve_apex(clip: Clip) -> tuple[int, bool]:
     it); without one, the middle frame of onset..end, flagged as estimated (SMIC has no apex).
     """
     if clip.apex is None:
-        return (clip.onset + clip.end) // 2, True
+        return middle_frame(clip.onset, clip.end), True
     return int(clip.apex), bool(clip.apex_estimated)
 
 
@@ -87,7 +92,7 @@ def span_key_frames(clip: Clip, n_key: int) -> tuple[int, tuple[int, ...], int, 
     """(start, key frames, apex, apex estimated) of a clip, after checking its indices."""
     clip.validate()
     apex, estimated = resolve_apex(clip)
-    start, end = clip_span(clip.onset, apex, clip.end, _where(clip))
+    start, end = clip_span(clip.onset, apex, clip.end, where(clip))
     return start, key_frame_indices(start, end, n_key), apex, estimated
 
 

@@ -35,6 +35,8 @@ class Entry:
     distribution: str
     version: str
     plugin: str
+    ids: Any = None  # datasets: their IdSpelling (merbench.ids)
+    reads_inputs: bool = False  # datasets: reads precomputed inputs from an index (--inputs)
 
 
 class PluginWarning(UserWarning):
@@ -89,16 +91,19 @@ def _build() -> dict[str, dict[str, Entry]]:
             dist, version = origin.get(impl.plugin_name, ("(registered at run time)", "?"))
 
             def register(name: str, factory: Any, description: str | None = None,
-                         _kind: str = kind, _impl: Any = impl, _dist: str = dist,
-                         _version: str = version) -> None:
+                         ids: Any = None, inputs: bool = False, _kind: str = kind,
+                         _impl: Any = impl,
+                         _dist: str = dist, _version: str = version) -> None:
                 if name in registry[_kind]:
                     other = registry[_kind][name]
                     warnings.warn(f"{_kind} {name!r} from plugin {_impl.plugin_name!r} replaces the "
                                   f"one from {other.plugin!r}", PluginWarning, stacklevel=2)
                 desc = description or _first_line(getattr(factory, "description", "")) \
                     or _first_line(getattr(factory, "__doc__", ""))
+                if (ids is not None or inputs) and _kind != "dataset":
+                    raise TypeError(f"{_kind} {name!r}: only datasets declare ids or inputs")
                 registry[_kind][name] = Entry(_kind, name, factory, desc, _dist, _version,
-                                              _impl.plugin_name)
+                                              _impl.plugin_name, ids, inputs)
 
             try:
                 impl.function(register=register)

@@ -1,46 +1,39 @@
-"""Runs a protocol with a method: preprocess (cached), then every fold, into the results store.
+"""A run: its identity and provenance, its preprocessing, its folds on an executor, resume.
 
 Test samples never reach ``fit``: each fold's model is built fresh and fitted on the fold's
-training ids only. Finished folds are stored one transaction each, so running the same
-command again after an interruption resumes at the first unfinished fold.
+training ids only. Finished folds are stored one transaction each (the driver is the only
+writer of the store), so running the same command again after an interruption resumes at the
+first unfinished fold. Preprocessing lives in :mod:`merbench.preprocess`, fold execution in
+:mod:`merbench.executors`, provenance in :mod:`merbench.provenance`.
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
 import hashlib
-import importlib.metadata
 import json
 import logging
-import multiprocessing
 import os
 import platform
-import subprocess
-import sys
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .cache import Cache
-from .datasets import Dataset
-from .errors import CheckpointError, ConfigError, DataError, MerbenchError
+from .datasets import Dataset, DatasetView
+from .errors import CheckpointError, ConfigError, DataError
+from .executors import Executor, FoldJob, TaskFailure, make_executor, run_fold
 from .ids import normalise_subject
+from .logs import PROGRESS
 from .methods import Method
 from .metrics import Prediction, report
+from .preprocess import count_notes, describe_skipped, preprocess, progress_bar
 from .protocols import Protocol, load_protocol
-from .store import DEFAULT_STORE, Store, now
+from .provenance import (code_digest, code_fingerprint, describe_device, fold_seed, git_commit,
+                         versions)
+from .store import DEFAULT_STORE, Store
 from .types import Fold, Sample
 
 log = logging.getLogger(__name__)
-
-
-def fold_seed(seed: int, fold_name: str) -> int:
-    """Per-fold seed derived from the run seed and the fold (stable across runs and machines)."""
-    digest = hashlib.sha256(f"{seed}:{fold_name}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 @dataclass
@@ -54,6 +47,8 @@ class RunResult:
     resumed_folds: int = 0
     info: dict[str, Any] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None  # why the run failed (execute(keep_going=True) only)
+    reused: bool = False  # a finished stored run was returned; nothing was computed
 
     @property
     def uf1(self) -> float:
@@ -64,227 +59,45 @@ class RunResult:
         return self.report["pooled"].uar
 
 
-def versions() -> dict[str, Any]:
-    from . import __version__
-    from .plugins import plugin_versions
-
-    out: dict[str, Any] = {"merbench": __version__, "python": platform.python_version(),
-                           "numpy": np.__version__, "plugins": plugin_versions()}
-    for package in ("torch", "scikit-learn", "opencv-contrib-python-headless"):
-        try:
-            out[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return out
-
-
-def git_commit() -> str | None:
-    """The commit of the merbench checkout, when it runs from one."""
-    here = Path(__file__).resolve().parent.parent
-    try:
-        top = subprocess.run(["git", "-C", str(here), "rev-parse", "--show-toplevel"],
-                             capture_output=True, text=True, timeout=5)
-        if top.returncode != 0 or Path(top.stdout.strip()).resolve() != here:
-            return None  # installed inside someone else's repository: not our commit
-        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5)
-        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "-uno"],
-                               capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if out.returncode != 0:
-        return None
-    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+# -- identity ---------------------------------------------------------------------------------
+def run_key(proto: Protocol, folds: Sequence[Fold], meth: Method, seed: int,
+            run_versions: Mapping[str, Any], **facts: Any) -> str:
+    """The identity of a run: the same key means the same computation, so a finished run with
+    it is reused and an unfinished one resumed. Covers the protocol and its folds, the method
+    with every parameter, the seed, the versions (torch's aside: a CPU and a CUDA build give
+    the same run) and ``facts`` (inputs, checkpoints, data roots and parameters, ...)."""
+    folds_digest = hashlib.sha256(json.dumps(
+        [list(proto.classes)] + [[f.name, f.train, f.test] for f in folds]).encode()).hexdigest()
+    blob = {"protocol": proto.name, "folds": folds_digest, "method": meth.name,
+            "params": meth.params(), "seed": seed,
+            "versions": {k: v for k, v in run_versions.items() if k != "torch"}, **facts}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def describe_device(device: str) -> str:
-    import torch
+# -- inputs -----------------------------------------------------------------------------------
+def open_inputs(inputs: str, proto: Protocol, meth: Method) -> dict[str, Dataset]:
+    """The protocol's datasets read from a precomputed-inputs index (``--inputs``), through the
+    one registered dataset that reads such indexes."""
+    from . import dataset as open_dataset
+    from .plugins import entries
 
-    if device in ("auto", "cuda") and torch.cuda.is_available():
-        return f"cuda ({torch.cuda.get_device_name(0)})"
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
-
-
-class SubsetDataset(Dataset):
-    """The samples one protocol dataset takes from a precomputed-inputs index (``--inputs``)."""
-
-    def __init__(self, source: Dataset, name: str) -> None:
-        self.source = source
-        samples = [s for s in source.samples if s.dataset == name]
-        super().__init__(samples, name=name, label_spaces=source.label_spaces,
-                         classes=getattr(source, "_classes", None))
-
-    def load(self, sample: Sample) -> Any:
-        return self.source.load(sample)
-
-
-# -- preprocessing ---------------------------------------------------------------------------
-def _cache_parts(sample: Sample, chain: Any) -> list[Any]:
-    meta = [(k, v) for k, v in sample.meta if k not in ("native_label", "dataset_label")]
-    return [sample.id, sample.path, sample.onset, sample.apex, sample.offset, meta, chain]
-
-
-def _preprocess_chunk(method: Method, datasets: Mapping[str, Dataset], samples: list[Sample],
-                      cache_root: str | None, use_cache: bool,
-                      skip_bad: bool) -> list[tuple[str, np.ndarray | None, str | None]]:
-    # precomputed inputs are only loaded: caching a copy would just hide later edits of the files
-    cache = Cache(cache_root, enabled=use_cache and bool(method.steps))
-    steps = method.build_steps()
-    chain = method.step_chain_key()
-    out: list[tuple[str, np.ndarray | None, str | None]] = []
-    for s in samples:
-        ds = datasets[s.dataset]
-        try:
-            x = cache.get_or_compute(_cache_parts(s, chain),
-                                     lambda: method.preprocess(ds.load(s), steps),
-                                     info={"sample": s.id, "method": method.name})
-            out.append((s.id, x, None))
-        except MerbenchError as exc:
-            if not skip_bad:
-                raise
-            out.append((s.id, None, str(exc)))
-    return out
-
-
-def preprocess(method: Method, datasets: Mapping[str, Dataset], samples: Sequence[Sample],
-               cache_root: str | None = None, use_cache: bool = True, workers: int = 1,
-               skip_bad: bool = False, progress: bool = False) -> tuple[np.ndarray, list[Sample],
-                                                                       dict[str, str]]:
-    """Arrays for every sample (cached); returns (X, kept samples, skipped id -> reason)."""
-    samples = list(samples)
-    chunks = [samples[i::max(workers, 1) * 4] for i in range(max(workers, 1) * 4)]
-    chunks = [c for c in chunks if c]
-    results: dict[str, tuple[np.ndarray | None, str | None]] = {}
-    bar = progress_bar(len(samples), "preprocess", progress)
-    if workers <= 1 or len(samples) < 8:
-        for chunk in chunks:
-            for sid, x, err in _preprocess_chunk(method, datasets, chunk, cache_root, use_cache,
-                                                 skip_bad):
-                results[sid] = (x, err)
-                bar.update(1)
-    else:
-        with _pool(workers) as pool:
-            futures = [pool.submit(_preprocess_chunk, method, datasets, c, cache_root, use_cache,
-                                   skip_bad) for c in chunks]
-            for fut in cf.as_completed(futures):
-                for sid, x, err in fut.result():
-                    results[sid] = (x, err)
-                    bar.update(1)
-    bar.close()
-    skipped = {sid: err for sid, (x, err) in results.items() if err is not None}
-    kept = [s for s in samples if s.id not in skipped]
-    if not kept:
-        raise DataError("no sample could be preprocessed", "see `merbench data check`")
-    arrays = [results[s.id][0] for s in kept]
-    shapes = {a.shape for a in arrays}  # type: ignore[union-attr]
-    if len(shapes) > 1:
-        raise DataError(f"method {method.name!r} produced arrays of different shapes: "
-                        f"{sorted(shapes)[:3]}", "add a resize step or fix the frame sizes")
-    return np.stack(arrays), kept, skipped  # type: ignore[arg-type]
-
-
-# -- folds ------------------------------------------------------------------------------------
-_WORKER_X: dict[str, np.ndarray] = {}
-
-
-def _worker_init(threads: int, runtime_plugins: Mapping[str, str]) -> None:
-    import importlib
-
-    from .plugins import register_plugin
-
-    for name, module in runtime_plugins.items():  # plugins registered at run time, by import
-        register_plugin(importlib.import_module(module), name=name)
-    try:
-        import torch
-
-        torch.set_num_threads(threads)
-    except ImportError:  # pragma: no cover
-        pass
-
-
-def _features(path: str) -> np.ndarray:
-    if path not in _WORKER_X:
-        _WORKER_X.clear()
-        _WORKER_X[path] = np.load(path, mmap_mode="r")
-    return _WORKER_X[path]
-
-
-@dataclass(frozen=True)
-class FoldJob:
-    fold: Fold
-    seed: int
-    train_idx: np.ndarray
-    test_idx: np.ndarray
-    y: np.ndarray
-    groups: np.ndarray
-    checkpoint: str | None  # published weights to evaluate instead of training
-    train_state: str | None = None  # where a deep model keeps its resumable training state
-
-
-def run_fold(method: Method, job: FoldJob, X: np.ndarray | str, num_classes: int,
-             device: str, progress: bool) -> tuple[np.ndarray, dict[str, Any]]:
-    """Fit on the fold's training samples only, predict its test samples -> (proba, info)."""
-    from .training import seed_everything
-
-    if isinstance(X, str):
-        X = _features(X)
-    started = time.time()
-    started_at = now()
-    seed_everything(job.seed) if "torch" in sys.modules else np.random.seed(job.seed)
-    model = method.build_model(num_classes=num_classes, seed=job.seed, device=device,
-                               progress=progress, train_state=job.train_state)
-    info: dict[str, Any] = {"n_train": int(len(job.train_idx)), "n_test": int(len(job.test_idx))}
-    X_test = np.asarray(X[job.test_idx])
-    if job.checkpoint is not None:
-        if not hasattr(model, "load_weights"):
-            raise CheckpointError(f"model {method.model_name!r} cannot load checkpoints")
-        model.load_weights(job.checkpoint, model.input_shape(X_test))
-        info.update(trained=False, checkpoint=job.checkpoint)
-    else:
-        model.fit(np.asarray(X[job.train_idx]), job.y[job.train_idx],
-                  groups=job.groups[job.train_idx])
-        info["trained"] = True
-    proba = np.asarray(model.predict_proba(X_test), dtype=np.float64)
-    if proba.shape != (len(job.test_idx), num_classes):
-        raise ConfigError(f"model {method.model_name!r} returned probabilities of shape "
-                          f"{proba.shape}, expected {(len(job.test_idx), num_classes)}")
-    if hasattr(model, "init_"):
-        info["init"] = model.init_
-    if getattr(model, "history_", None):
-        info["final_loss"] = model.history_[-1].get("loss")
-        info["history"] = list(model.history_)
-    if hasattr(model, "fold_artifacts"):  # arrays the driver stores beside the fold
-        info["_artifacts"] = {k: np.asarray(v) for k, v in model.fold_artifacts(X_test).items()}
-    info["seconds"] = round(time.time() - started, 3)
-    info["started"] = started_at
-    return proba, info
-
-
-def _pool(workers: int) -> cf.ProcessPoolExecutor:
-    from .plugins import runtime_plugin_modules
-
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    return cf.ProcessPoolExecutor(max_workers=workers,
-                                  mp_context=multiprocessing.get_context("spawn"),
-                                  initializer=_worker_init,
-                                  initargs=(threads, runtime_plugin_modules()))
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def progress_bar(total: int, desc: str, progress: bool) -> Any:
-    """A tqdm bar on a terminal when asked for, else a no-op with the same methods."""
-    if not progress or not sys.stderr.isatty():
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, leave=False)
+    if meth.steps:
+        raise ConfigError(f"--inputs holds precomputed arrays, but method {meth.name!r} has "
+                          "preprocessing steps", "use a method without steps (e.g. ststnet)")
+    readers = [e.name for e in entries("dataset") if e.reads_inputs]
+    if len(readers) != 1:
+        raise ConfigError(f"--inputs needs exactly one dataset plugin that reads precomputed "
+                          f"inputs, found {len(readers)}: {', '.join(readers) or 'none'}",
+                          "install or remove plugins so that one remains")
+    source = open_dataset(readers[0], root=inputs)
+    views = {r.name: DatasetView(source, r.name) for r in proto.datasets}
+    empty = [name for name, view in views.items() if not view.samples]
+    if empty:
+        held = sorted({s.dataset for s in source.samples})
+        raise DataError(f"--inputs {inputs}: the index has no rows for dataset {empty[0]!r} of "
+                        f"protocol {proto.name} (it holds {', '.join(held) or 'nothing'})",
+                        "index the protocol's samples, or choose the protocol of these inputs")
+    return views
 
 
 def checkpoint_paths(folds: Sequence[Fold], directory: str | os.PathLike,
@@ -325,61 +138,139 @@ def checkpoint_paths(folds: Sequence[Fold], directory: str | os.PathLike,
 
 
 # -- the run ----------------------------------------------------------------------------------
-def run(protocol: str | Protocol, method: str | Method, data_roots: Mapping[str, str] | None = None,
-        seed: int = 0, seeds: int | None = None, overrides: Mapping[str, Any] | None = None,
-        device: str = "auto", workers: int = 1, store: str | os.PathLike | Store | None = None,
-        cache_dir: str | None = None, use_cache: bool = True, quiet: bool = True,
-        dataset_params: Mapping[str, Mapping[str, Any]] | None = None, inputs: str | None = None,
-        checkpoints: str | None = None, skip_bad: bool = False, rerun: bool = False,
-        on_fold: Callable[[str, int, int], None] | None = None) -> Any:
-    """Run ``method`` under ``protocol``; with ``seeds=N`` run seeds seed..seed+N-1 and return
-    a list. Returns a :class:`RunResult` (a stored, finished run is returned as it is unless
-    ``rerun``)."""
-    if seeds is not None and seeds > 1:
-        return [run(protocol, method, data_roots, seed + k, None, overrides, device, workers,
-                    store, cache_dir, use_cache, quiet, dataset_params, inputs, checkpoints,
-                    skip_bad, rerun, on_fold) for k in range(seeds)]
+@dataclass
+class RunPlan:
+    """A run identified and recorded in the store, with the folds it still has to run."""
+
+    store: Store
+    run_id: str
+    proto: Protocol
+    meth: Method
+    datasets: dict[str, Dataset]
+    samples: list[Sample]
+    todo: list[Fold]
+    checkpoints: dict[int, str]
+    seed: int
+    device: str = "auto"
+    cache_dir: str | None = None
+    use_cache: bool = True
+    skip_bad: bool = False
+    progress: bool = False
+    on_fold: Callable[[str, int, int], None] | None = None
+    resumed: int = 0  # folds stored by an earlier, interrupted attempt
+    reused: bool = False  # a finished stored run with this identity: nothing to run
+    n_folds: int = 0  # folds of the run (after --limit-folds / --subjects)
+
+    def notice(self) -> str | None:
+        """The one line a user sees before anything runs: a stored run reused, or resumed."""
+        if self.reused:
+            rec = self.store.run(self.run_id)
+            return (f"reusing stored run {self.run_id} finished {_when(rec.ended)} (same "
+                    f"method, parameters, data and code); --rerun to run again")
+        if self.resumed:
+            return (f"resuming run {self.run_id}: {self.resumed} of {self.n_folds} folds "
+                    "already stored")
+        return None
+
+
+def _when(stamp: str | None) -> str:
+    """A stored UTC time as local time: HH:MM today, else the date too."""
+    from datetime import datetime
+
+    if not stamp:
+        return "(time unknown)"
+    local = datetime.fromisoformat(stamp).astimezone()
+    same_day = local.date() == datetime.now().astimezone().date()
+    return local.strftime("%H:%M" if same_day else "%Y-%m-%d %H:%M")
+
+
+def select_folds(folds: Sequence[Fold], samples: Sequence[Sample], limit_folds: int | None,
+                 subjects: Sequence[str] | None) -> list[Fold]:
+    """The folds of a smoke run: those testing on ``subjects`` (as spelled by the database,
+    ``dataset/subject`` or a number), then the first ``limit_folds`` of them."""
+    from .ids import normalise_subject
+
+    chosen = list(folds)
+    if subjects:
+        by_id = {s.id: s for s in samples}
+        known = sorted({s.group for s in samples})
+        wanted: set[str] = set()
+        for token in subjects:
+            hits = {s.group for s in samples
+                    if token in (s.group, s.subject) or
+                    normalise_subject(s.dataset, token) == s.subject}
+            if not hits:
+                raise ConfigError(f"--subjects: no subject {token!r} in this protocol",
+                                  f"subjects: {', '.join(known[:12])}"
+                                  + (" ..." if len(known) > 12 else ""))
+            wanted |= hits
+        chosen = [f for f in chosen if any(by_id[i].group in wanted for i in f.test)]
+    if limit_folds is not None:
+        if isinstance(limit_folds, bool) or not isinstance(limit_folds, int) or limit_folds < 1:
+            raise ConfigError(f"--limit-folds must be a positive integer, got {limit_folds!r}")
+        chosen = chosen[:limit_folds]
+    return chosen
+
+
+def plan_run(*, protocol: str | Protocol, method: str | Method,
+             data_roots: Mapping[str, str] | None = None, seed: int = 0,
+             overrides: Mapping[str, Any] | None = None, device: str = "auto",
+             store: str | os.PathLike | Store | None = None, cache_dir: str | None = None,
+             use_cache: bool = True, quiet: bool = True,
+             dataset_params: Mapping[str, Mapping[str, Any]] | None = None,
+             inputs: str | None = None, checkpoints: str | None = None, skip_bad: bool = False,
+             rerun: bool = False, on_fold: Callable[[str, int, int], None] | None = None,
+             limit_folds: int | None = None, subjects: Sequence[str] | None = None
+             ) -> RunPlan:
+    """Resolve a run: protocol, method, datasets, samples and folds; its identity
+    (:func:`run_key`: protocol, folds, method and parameters, seed, versions, the code
+    fingerprint, data and limits); the stored run it reuses (finished) or resumes
+    (unfinished), else a new record. Nothing is computed yet (:func:`execute` does).
+
+    ``limit_folds`` / ``subjects`` make a smoke run: only the first N folds / the folds
+    testing on those subjects, recorded as ``info["partial"]`` (never a complete result)."""
     proto = load_protocol(protocol) if isinstance(protocol, (str, os.PathLike)) else protocol
-    meth = Method.named(method, overrides or {}) if isinstance(method, str) else method
     if overrides and not isinstance(method, str):
         raise ConfigError("pass overrides with a method name, not a Method object")
-    progress = not quiet
+    meth = Method.named(method, overrides or {}) if isinstance(method, str) else method
 
-    datasets: dict[str, Dataset] = {}
-    if inputs is not None:
-        from . import dataset as open_dataset
-
-        if meth.steps:
-            raise ConfigError(f"--inputs holds precomputed arrays, but method {meth.name!r} has "
-                              "preprocessing steps", "use a method without steps (e.g. ststnet)")
-        folder = open_dataset("folder", root=inputs)
-        datasets = {r.name: SubsetDataset(folder, r.name) for r in proto.datasets}
-    if not datasets:
-        datasets = proto.open_datasets(data_roots, dataset_params)
+    if inputs is not None and (data_roots or dataset_params):
+        raise ConfigError("--data-root and --data-param are not used with --inputs",
+                          "the index names every input file; leave them out")
+    if inputs is None and not meth.steps:
+        _require_inputs(proto, meth)
+    datasets = open_inputs(inputs, proto, meth) if inputs is not None else \
+        proto.open_datasets(data_roots, dataset_params)
     samples = proto.load_samples(datasets=datasets)
-    folds = proto.folds(samples)
-    by_id = {s.id: s for s in samples}
-    ckpts = checkpoint_paths(folds, checkpoints, by_id) if checkpoints else {}
+    all_folds = proto.folds(samples)
+    folds = select_folds(all_folds, samples, limit_folds, subjects)
+    limits = {k: v for k, v in (("limit_folds", limit_folds),
+                                ("subjects", sorted(subjects) if subjects else None)) if v}
+    partial = len(folds) < len(all_folds)  # which folds: the folds digest of the key
+    ckpts = checkpoint_paths(folds, checkpoints, {s.id: s for s in samples}) if checkpoints \
+        else {}
 
-    run_versions = versions()
-    folds_digest = hashlib.sha256(json.dumps(
-        [list(proto.classes)] + [[f.name, f.train, f.test] for f in folds]).encode()).hexdigest()
-    key_blob = {"protocol": proto.name, "folds": folds_digest, "method": meth.name,
-                "params": meth.params(),
-                "seed": seed, "inputs": inputs, "checkpoints": checkpoints, "skip_bad": skip_bad,
-                "dataset_params": dataset_params or {}, "roots": dict(data_roots or {}),
-                "versions": {k: v for k, v in run_versions.items() if k != "torch"}}
-    key = hashlib.sha256(json.dumps(key_blob, sort_keys=True, default=str).encode()).hexdigest()
+    run_versions = {**versions(), "code": code_fingerprint(_code_objects(meth, datasets))}
+    key = run_key(proto, folds, meth, seed, run_versions, inputs=inputs, checkpoints=checkpoints,
+                  skip_bad=skip_bad, dataset_params=dataset_params or {},
+                  roots=dict(data_roots or {}), **({"partial": True} if partial else {}))
     st = store if isinstance(store, Store) else Store(store or DEFAULT_STORE)
+    plan = RunPlan(st, "", proto, meth, datasets, samples, [], ckpts, seed, device, cache_dir,
+                   use_cache, skip_bad, not quiet, on_fold, n_folds=len(folds))
     previous = st.latest(key)
     if previous is not None and previous.status == "finished" and not rerun:
-        log.info("run %s already finished; returning it (rerun=True runs again)", previous.id)
-        return result_from_store(st, previous.id, proto)
+        damage = st.damage(previous.id)
+        if damage:
+            raise DataError(f"stored run {previous.id} in {st.path} is damaged: {damage[0]}"
+                            + (f" (and {len(damage) - 1} more problems)" if len(damage) > 1
+                               else ""), "run the same command with --rerun to run it again")
+        plan.run_id, plan.reused = previous.id, True
+        log.info("%s", plan.notice())
+        return plan
     if previous is not None and previous.status != "finished" and not rerun:
-        run_id = previous.id
-        log.info("resuming run %s", run_id)
+        plan.run_id = previous.id
     else:
-        run_id = st.create_run(
+        plan.run_id = st.create_run(
             key=key, protocol=proto.label, method=meth.name, params=meth.params(), seed=seed,
             versions=run_versions, git_commit=git_commit(), device=describe_device(device),
             host=platform.node(),
@@ -388,94 +279,286 @@ def run(protocol: str | Protocol, method: str | Method, data_roots: Mapping[str,
                   "protocol_name": proto.name, "protocol_source": proto.source,
                   "trained": not checkpoints, "skip_bad": skip_bad,
                   "checkpoints": checkpoints, "inputs": inputs, "data_roots": dict(data_roots or {}),
-                  "dataset_params": dataset_params or {}, "description": meth.description})
-    done = st.done_folds(run_id)
-    todo = [f for f in folds if f.index not in done]
-    st.set_status(run_id, "running")
+                  "dataset_params": dataset_params or {}, "description": meth.description,
+                  "code": code_digest(run_versions["code"]),
+                  **({"partial": True, "limits": limits, "n_folds_protocol": len(all_folds)}
+                     if partial else {})})
+    done = st.done_folds(plan.run_id)
+    plan.resumed = len(done)
+    plan.todo = [f for f in folds if f.index not in done]
+    if plan.resumed:
+        log.info("%s", plan.notice())
+    return plan
+
+
+def _code_objects(meth: Method, datasets: Mapping[str, Dataset]) -> list[Any]:
+    """What computes a run: its step and model factories and its dataset classes."""
+    from .plugins import entry
+
+    objects = [entry("preprocessor", name).factory for name, _ in meth.steps]
+    objects.append(entry("model", meth.model_name).factory)
+    for ds in datasets.values():
+        objects += [type(ds), type(getattr(ds, "source", ds))]
+    return objects
+
+
+def _require_inputs(proto: Protocol, meth: Method) -> None:
+    """A method without steps reads precomputed arrays: it needs ``--inputs`` (a database
+    release holds clips, which a model cannot take)."""
+    from .plugins import entries
+
+    readers = {e.name for e in entries("dataset") if e.reads_inputs}
+    if not {r.name for r in proto.datasets} <= readers:
+        raise ConfigError(f"method {meth.name!r} has no preprocessing steps: it reads "
+                          "precomputed inputs, not a database release",
+                          "pass --inputs INDEX.csv (see README, precomputed inputs), or use a "
+                          "method that computes its inputs (merbench list method)")
+
+
+def run(*, workers: int = 1, executor: Executor | None = None, **kwargs: Any) -> RunResult:
+    """Run ``method`` under ``protocol`` and return its :class:`RunResult` (keywords of
+    :func:`plan_run`). A stored, finished run with the same identity (:func:`run_key`) is
+    returned as it is unless ``rerun``; an unfinished one is resumed. Folds run on
+    ``executor`` (default: ``workers`` local processes, serial for 1)."""
+    if executor is not None:
+        return execute([plan_run(**kwargs)], executor=executor)[0]
+    with make_executor(workers) as ex:  # a bad --workers is refused before anything is stored
+        return execute([plan_run(**kwargs)], executor=ex)[0]
+
+
+def run_seeds(*, seeds: int, seed: int = 0, workers: int = 1, executor: Executor | None = None,
+              **kwargs: Any) -> list[RunResult]:
+    """Seeds ``seed .. seed + seeds - 1`` of one run (always a list), executed together so the
+    workers are busy across seeds."""
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ConfigError(f"--seeds must be a positive integer, got {seeds!r}")
+    if executor is not None:
+        return execute([plan_run(seed=seed + k, **kwargs) for k in range(seeds)],
+                       executor=executor)
+    with make_executor(workers) as ex:
+        return execute([plan_run(seed=seed + k, **kwargs) for k in range(seeds)], executor=ex)
+
+
+@dataclass
+class _Batch:
+    """One plan's preprocessed inputs and fold jobs, while its folds run."""
+
+    plan: RunPlan
+    kept: list[Sample]
+    jobs: list[FoldJob]
+    handle: Any
+    state_dir: Path
+    left: int
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`execute`: the unfinished runs are marked interrupted, and
+    ``stored`` of ``total`` folds are in the store (running the same command resumes)."""
+
+    def __init__(self, stored: int, total: int) -> None:
+        super().__init__(f"{stored} of {total} folds stored")
+        self.stored, self.total = stored, total
+
+
+def execute(plans: Sequence[RunPlan], executor: Executor | None = None, workers: int = 1,
+            keep_going: bool = False) -> list[RunResult]:
+    """Run the unfinished folds of several planned runs as one stream of tasks on one executor
+    (a grid keeps every worker busy across runs). Each fold is stored the moment it finishes
+    (the driver is the store's only writer); a run is marked finished with its last fold. On
+    an interruption (:class:`RunInterrupted`) or a failure the unfinished runs are marked so,
+    and running the same command again resumes them. With ``keep_going`` (a grid) a run whose
+    preprocessing or fold fails is marked failed with its error while the other runs go on (its
+    finished folds are still stored); its result carries ``error``."""
+    own = executor is None
+    ex = executor if executor is not None else make_executor(workers)
+    active = [p for p in plans if not p.reused]
+    batches: list[_Batch] = []
+    failed: dict[str, str] = {}  # run id -> error
     try:
-        if todo:
-            _run_folds(st, run_id, proto, meth, datasets, samples, todo, ckpts, seed, device,
-                       workers, cache_dir, use_cache, skip_bad, progress, on_fold)
+        for plan in active:
+            stale = {"error": None} if plan.store.run(plan.run_id).info.get("error") else None
+            plan.store.set_status(plan.run_id, "running", stale)
+        for plan in active:
+            if plan.todo:
+                try:
+                    batches.append(_prepare(plan, ex))
+                except Exception as exc:
+                    if not keep_going:
+                        raise
+                    _fail(plan, str(TaskFailure(exc)), failed)
+        tasks, owners = [], []
+        for batch in batches:
+            classes = len(batch.plan.proto.classes)
+            for job in batch.jobs:
+                tasks.append((batch.handle, batch.plan.meth, job, classes, batch.plan.device,
+                              batch.plan.progress and ex.workers <= 1))
+                owners.append((batch, job))
+        bar = progress_bar(len(tasks), "folds", any(p.progress for p in active))
+        eta_format = getattr(bar, "bar_format", None)
+        if not bar.disable:
+            bar.smoothing = 0  # folds take similar times: the mean rate since the start
+            if ex.workers > 1:  # until every worker has finished a fold, the rate is too low
+                bar.bar_format = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}]"
+        try:
+            for i, out in ex.map(run_fold_labelled, tasks, errors=keep_going):
+                batch, job = owners[i]
+                if isinstance(out, TaskFailure):
+                    _fail(batch.plan, f"fold {job.fold.name}: {out}", failed)
+                else:
+                    _store_fold(batch, job, *out)
+                bar.update(1)
+                if not bar.disable and bar.n >= ex.workers:
+                    bar.bar_format = eta_format
+                batch.left -= 1
+                if batch.left == 0:
+                    _finish(batch, ex, batch.plan.run_id not in failed)
+        finally:
+            bar.close()
+        for plan in active:  # runs whose folds were all stored before (a resumed, done run)
+            if plan.run_id not in failed:
+                plan.store.set_status(plan.run_id, "finished")
     except KeyboardInterrupt:
-        st.set_status(run_id, "interrupted")
-        raise
+        _mark_unfinished(active, "interrupted")
+        _tidy_state(batches)
+        stored = sum(len(p.store.done_folds(p.run_id)) for p in plans)
+        raise RunInterrupted(stored, sum(p.n_folds for p in plans)) from None
     except BaseException:
-        st.set_status(run_id, "failed")
+        _mark_unfinished(active, "failed")
+        _tidy_state(batches)
         raise
-    st.set_status(run_id, "finished")
-    result = result_from_store(st, run_id, proto)
-    result.resumed_folds = len(done)
-    return result
+    finally:
+        if own:
+            ex.close()
+    results = []
+    for plan in plans:
+        if plan.run_id in failed:
+            rec = plan.store.run(plan.run_id)
+            result = RunResult(rec.id, plan.proto, rec.method, rec.seed, {}, [], info=rec.info,
+                               params=rec.params, error=failed[plan.run_id])
+        else:
+            result = result_from_store(plan.store, plan.run_id, plan.proto)
+        result.resumed_folds = plan.resumed
+        result.reused = plan.reused
+        results.append(result)
+    return results
 
 
-def _run_folds(st: Store, run_id: str, proto: Protocol, meth: Method,
-               datasets: Mapping[str, Dataset], samples: list[Sample], todo: list[Fold],
-               ckpts: Mapping[int, str], seed: int, device: str, workers: int,
-               cache_dir: str | None, use_cache: bool, skip_bad: bool, progress: bool,
-               on_fold: Callable[[str, int, int], None] | None) -> None:
-    needed = {i for f in todo for i in (f.train if f.index not in ckpts else ()) + f.test}
-    todo_samples = [s for s in samples if s.id in needed]
-    X, kept, skipped = preprocess(meth, datasets, todo_samples, cache_dir, use_cache, workers,
-                                  skip_bad, progress)
-    if skipped:
-        log.warning("skipped %d unusable samples (--skip-bad): %s", len(skipped),
-                    ", ".join(list(skipped)[:5]))
-        earlier = st.run(run_id).info.get("skipped") or {}
-        st.set_status(run_id, "running", {"skipped": {**earlier, **skipped}})
-    index = {s.id: k for k, s in enumerate(kept)}
-    classes = list(proto.classes)
-    y = np.array([classes.index(s.label) for s in kept])
-    groups = np.array([s.group for s in kept])
+def _fail(plan: RunPlan, error: str, failed: dict[str, str]) -> None:
+    """Mark one run of a keep-going execution failed (its first error is kept)."""
+    if plan.run_id not in failed:
+        log.error("run %s (%s, seed %d) failed: %s", plan.run_id, plan.meth.name, plan.seed,
+                  error)
+        failed[plan.run_id] = error
+        plan.store.set_status(plan.run_id, "failed", {"error": error})
+
+
+def run_fold_labelled(X: np.ndarray, method: Method, job: FoldJob, *rest: Any
+                      ) -> tuple[np.ndarray, dict[str, Any]]:
+    """:func:`merbench.executors.run_fold`, its progress lines (epochs) naming the fold."""
+    from .logs import progress_context
+
+    with progress_context(f"fold {job.fold.name}"):
+        return run_fold(X, method, job, *rest)
+
+
+def _mark_unfinished(plans: Sequence[RunPlan], status: str) -> None:
+    for plan in plans:  # set_status never demotes a finished run
+        plan.store.set_status(plan.run_id, status)
+
+
+def _tidy_state(batches: Sequence["_Batch"]) -> None:
+    """Remove training-state folders left empty (models without training state, or every
+    fold stored); a folder with a fold's state stays for the resume."""
+    for batch in batches:
+        for folder in (batch.state_dir, batch.state_dir.parent):
+            try:
+                folder.rmdir()  # only succeeds when empty
+            except OSError:
+                pass
+
+
+def _prepare(plan: RunPlan, executor: Executor) -> _Batch:
+    """Preprocess what the plan's unfinished folds need and build their jobs."""
+    needed = {i for f in plan.todo
+              for i in (f.train if f.index not in plan.checkpoints else ()) + f.test}
+    pre = preprocess(plan.meth, plan.datasets, [s for s in plan.samples if s.id in needed],
+                     cache_root=plan.cache_dir, use_cache=plan.use_cache, executor=executor,
+                     skip_bad=plan.skip_bad, progress=plan.progress)
+    _record_data_facts(plan.store, plan.run_id, pre.skipped, pre.notes)
+    index = {s.id: k for k, s in enumerate(pre.kept)}
+    classes = list(plan.proto.classes)
+    y = np.array([classes.index(s.label) for s in pre.kept])
+    groups = np.array([s.group for s in pre.kept])
+    state_dir = Path(plan.store.path).parent / "training-state" / plan.run_id
     jobs = []
-    for fold in todo:
+    for fold in plan.todo:
         tr = np.array([index[i] for i in fold.train if i in index], dtype=np.int64)
         te = np.array([index[i] for i in fold.test if i in index], dtype=np.int64)
         if len(te) == 0:
             raise DataError(f"fold {fold.name}: every test sample was skipped")
-        jobs.append(FoldJob(fold, fold_seed(seed, fold.name), tr, te, y, groups,
-                            ckpts.get(fold.index),
-                            str(Path(st.path).parent / "training-state" / run_id /
-                                f"fold{fold.index:03d}.pt")))
+        jobs.append(FoldJob(fold, fold_seed(plan.seed, fold.name), tr, te, y, groups,
+                            plan.checkpoints.get(fold.index),
+                            str(state_dir / f"fold{fold.index:03d}.pt")))
+    return _Batch(plan, pre.kept, jobs, executor.share(pre.X), state_dir, len(jobs))
 
-    def save(job: FoldJob, proba: np.ndarray, info: dict[str, Any]) -> None:
-        started = info.pop("started")
-        artifacts = info.pop("_artifacts", None)
-        if artifacts:
-            info["artifacts"] = str(save_artifacts(
-                Path(st.path).parent / "artifacts" / run_id / f"fold{job.fold.index:03d}.npz",
-                artifacts, [kept[k].id for k in job.test_idx]))
-        preds = [(kept[k].id, kept[k].label, classes[int(np.argmax(p))],
-                  {c: round(float(v), 6) for c, v in zip(classes, p)})
-                 for k, p in zip(job.test_idx, proba)]
-        st.add_fold(run_id, job.fold.index, job.fold.name, job.seed, started, preds, info)
-        if job.train_state:  # the fold is stored: its training state is no longer needed
-            Path(job.train_state).unlink(missing_ok=True)
-        if on_fold is not None:
-            on_fold(job.fold.name, job.fold.index, len(jobs))
 
-    bar = progress_bar(len(jobs), "folds", progress)
-    if workers <= 1 or len(jobs) == 1:
-        for job in jobs:
-            proba, info = run_fold(meth, job, X, len(classes), device, progress and workers <= 1)
-            save(job, proba, info)
-            bar.update(1)
-    else:
-        with tempfile.TemporaryDirectory(prefix="merbench-") as tmp:
-            path = str(Path(tmp) / "X.npy")
-            np.save(path, X, allow_pickle=False)
-            with _pool(workers) as pool:
-                futures = {pool.submit(run_fold, meth, job, path, len(classes), device, False):
-                           job for job in jobs}
-                try:
-                    for fut in cf.as_completed(futures):
-                        proba, info = fut.result()
-                        save(futures[fut], proba, info)
-                        bar.update(1)
-                except BaseException:
-                    for f in futures:
-                        f.cancel()
-                    raise
-    bar.close()
+def _store_fold(batch: _Batch, job: FoldJob, proba: np.ndarray, info: dict[str, Any]) -> None:
+    plan, kept = batch.plan, batch.kept
+    classes = list(plan.proto.classes)
+    started = info.pop("started")
+    artifacts = info.pop("_artifacts", None)
+    if artifacts:
+        info["artifacts"] = str(save_artifacts(
+            Path(plan.store.path).parent / "artifacts" / plan.run_id /
+            f"fold{job.fold.index:03d}.npz", artifacts, [kept[k].id for k in job.test_idx]))
+    preds = [(kept[k].id, kept[k].label, classes[int(np.argmax(p))],
+              {c: round(float(v), 6) for c, v in zip(classes, p)})
+             for k, p in zip(job.test_idx, proba)]
+    plan.store.add_fold(plan.run_id, job.fold.index, job.fold.name, job.seed, started, preds,
+                        info)
+    if job.train_state:  # the fold is stored: its training state is no longer needed
+        Path(job.train_state).unlink(missing_ok=True)
+    _report_fold(plan, job, info)
+    if plan.on_fold is not None:
+        plan.on_fold(job.fold.name, job.fold.index, len(batch.jobs))
+
+
+def _report_fold(plan: RunPlan, job: FoldJob, info: Mapping[str, Any]) -> None:
+    """One progress line per stored fold: which, how many test samples, how long, and the
+    run's pooled UF1 so far."""
+    if not PROGRESS.isEnabledFor(logging.INFO):
+        return
+    from .metrics import score
+
+    preds = plan.store.predictions(plan.run_id)
+    uf1 = score([p.y_true for p in preds], [p.y_pred for p in preds], plan.proto.classes).uf1
+    done = len({p.fold_index for p in preds})
+    PROGRESS.info("%s seed %d: fold %d/%d %s stored (%d test samples, %.1f s); running UF1 %s",
+                  plan.meth.name, plan.seed, done, plan.n_folds, job.fold.name,
+                  info.get("n_test", len(job.test_idx)), info.get("seconds", 0.0),
+                  "undefined" if uf1 != uf1 else f"{uf1:.4f}")
+
+
+def _finish(batch: _Batch, executor: Executor, ok: bool = True) -> None:
+    if ok:
+        batch.plan.store.set_status(batch.plan.run_id, "finished")
+    executor.release(batch.handle)
+    _tidy_state([batch])
+
+
+def _record_data_facts(st: Store, run_id: str, skipped: Mapping[str, str],
+                       notes: Mapping[str, Sequence[str]]) -> None:
+    """Data-quality facts on the run record (merged with a resumed run's earlier ones):
+    samples skipped with their reasons, and the notes steps left (fallbacks) with counts."""
+    if not skipped and not notes:
+        return
+    info = st.run(run_id).info
+    if skipped:
+        log.warning("run %s skipped %d unusable sample(s) (--skip-bad): %s (all are in the run "
+                    "record)", run_id, len(skipped), describe_skipped(skipped))
+    all_notes = {**(info.get("notes") or {}), **{k: list(v) for k, v in notes.items()}}
+    st.set_status(run_id, "running", {"skipped": {**(info.get("skipped") or {}), **skipped},
+                                      "notes": all_notes, "fallbacks": count_notes(all_notes)})
 
 
 def save_artifacts(path: Path, arrays: Mapping[str, np.ndarray], sample_ids: Sequence[str]

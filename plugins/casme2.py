@@ -26,6 +26,7 @@ from merbench.annotations import (MEGC2019_CLASSES, ReleaseDataset, megc2019_spa
                                   open_release, release_samples, subset_space)
 from merbench.datasets import Erratum
 from merbench.errors import ConfigError
+from merbench.ids import IdSpelling
 
 NAME = "casme2"
 FIVE_CLASSES = ("happiness", "surprise", "disgust", "repression", "others")
@@ -59,11 +60,12 @@ def CASME2(root: Any, variant: str = "raw", layout: str | None = None,
     labels = sorted({s.label for s in samples})
     return ReleaseDataset(
         samples, NAME, errata=applied, root=base, layout=template, annotation=path,
-        label_spaces={"5class": subset_space(labels, FIVE_CLASSES),
+        label_spaces={"5class": subset_space(labels, FIVE_CLASSES, drop=("fear", "sadness")),
                       "megc2019": megc2019_space(labels, drop=("fear", "sadness"))},
         classes={"5class": FIVE_CLASSES, "megc2019": MEGC2019_CLASSES})
 
 
 @hookimpl
 def register_datasets(register):  # type: ignore[no-untyped-def]
-    register(NAME, CASME2, description="CASME II (release folder; raw or cropped frames)")
+    register(NAME, CASME2, description="CASME II (release folder; raw or cropped frames)",
+             ids=IdSpelling(subject="sub{:02d}", aliases=("casmeii", "casme_2", "casme-2")))

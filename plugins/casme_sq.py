@@ -27,10 +27,11 @@ from typing import Any
 
 from merbench import hookimpl
 from merbench.annotations import (MEGC2019_CLASSES, Record, ReleaseDataset, apply_errata,
-                                  clip_id, make_sample, megc2019_space, native_label,
+                                  clip_folder, clip_id, make_sample, megc2019_space, native_label,
                                   open_release, sample_id, subject_id, text)
 from merbench.datasets import Erratum
 from merbench.errors import ConfigError, DataError
+from merbench.ids import IdSpelling
 
 NAME = "casme_sq"
 LAYOUT = "rawpic/{subject}/{video}"
@@ -100,7 +101,8 @@ def CASMESq(root: Any, expressions: str = "micro", layout: str | None = None,
         video = text(r["video"]).replace("\\", "/").split("/")[-1]
         samples.append(make_sample(
             NAME, r, subject, clip, native_label(r["emotion"]),
-            base / template.format(subject=subject, video=video),
+            clip_folder(base, template, {"subject": subject, "video": video},
+                        f"{r['_table']} row {r['_row']}"),
             meta=(("type", text(r["type"])), ("self_report", native_label(r["self_report"])),
                   ("video", video))))
     labels = sorted({s.label for s in samples})
@@ -111,4 +113,5 @@ def CASMESq(root: Any, expressions: str = "micro", layout: str | None = None,
 
 @hookimpl
 def register_datasets(register):  # type: ignore[no-untyped-def]
-    register(NAME, CASMESq, description="CAS(ME)^2 micro-expressions (release folder)")
+    register(NAME, CASMESq, description="CAS(ME)^2 micro-expressions (release folder)",
+             ids=IdSpelling(subject="s{:02d}", aliases=("cas(me)^2",)))

@@ -18,6 +18,7 @@ from merbench import hookimpl
 from merbench.annotations import (MEGC2019_CLASSES, ReleaseDataset, megc2019_space,
                                   open_release, release_samples, subset_space)
 from merbench.datasets import Erratum
+from merbench.ids import IdSpelling
 
 NAME = "samm"
 FIVE_CLASSES = ("anger", "contempt", "happiness", "surprise", "other")
@@ -48,11 +49,13 @@ def SAMM(root: Any, layout: str | None = None, annotation: str | None = None,
     labels = sorted({s.label for s in samples})
     return ReleaseDataset(
         samples, NAME, errata=applied, root=base, layout=template, annotation=path,
-        label_spaces={"5class": subset_space(labels, FIVE_CLASSES),
+        label_spaces={"5class": subset_space(labels, FIVE_CLASSES,
+                                             drop=("disgust", "fear", "sadness")),
                       "megc2019": megc2019_space(labels)},
         classes={"5class": FIVE_CLASSES, "megc2019": MEGC2019_CLASSES})
 
 
 @hookimpl
 def register_datasets(register):  # type: ignore[no-untyped-def]
-    register(NAME, SAMM, description="SAMM micro-movements (release folder)")
+    register(NAME, SAMM, description="SAMM micro-movements (release folder)",
+             ids=IdSpelling(subject="{:03d}", clip_has_subject=True))

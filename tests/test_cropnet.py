@@ -376,3 +376,13 @@ def test_methods_registered():
     assert merbench.method("farneback-cropnet").steps[1][1]["method"] == "farneback"
     assert merbench.method("ars-cropnet-nocgpo").model_params == {"cgpo": False}
     assert merbench.method("ars-cropnet", {"model.cgpo": "False"}).build_model().cgpo is False
+
+
+def test_without_cgpo_a_last_batch_of_one_sample_trains() -> None:
+    """ars-cropnet-nocgpo used to crash in ReXNet's BatchNorm ("Expected more than 1 value per
+    channel") on 3 training samples at batch size 2: the shared loop never makes such a batch."""
+    X = np.random.default_rng(0).integers(0, 255, (3, 64, 64, 3)).astype(np.uint8)
+    model = cn.CropNet(num_classes=3, cgpo=False, epochs=1, batch_size=2, seed=0,
+                       **{**SMALL, "trunk": "rexnet_100"})  # BatchNorm in its SE units
+    model.fit(X, np.array([0, 1, 2]))
+    assert model.predict_proba(X).shape == (3, 3)

@@ -14,6 +14,7 @@ import merbench
 from merbench import Clip, Dataset, MethodSpec, Model, Sample, Step, hookimpl
 from merbench.errors import ConfigError, UnknownNameError
 from merbench.plugins import PluginWarning, entries, entry, register_plugin, unregister_plugin
+import sys
 
 CLASSES = ("negative", "positive", "surprise")
 # apex - onset brightness per class; subject s3's surprise is weak (45), nearer positive (40)
@@ -239,6 +240,67 @@ def test_set_values_are_parsed_as_literals() -> None:
     model = m.build_model(num_classes=3, seed=7, device="cpu", progress=False)
     assert (model.C, model.seed, model.num_classes, model.max_iter) == (0.5, 7, 3, 20)
     assert not hasattr(model, "device")  # runtime values only where the model accepts them
-    assert merbench.method("diff-logreg").key() != m.key()
+    assert merbench.method("diff-logreg").params() != m.params()
     with pytest.raises(ConfigError, match="model 'logreg' has no parameter 'Cee'"):
         merbench.model("logreg", Cee=1)
+
+
+@pytest.mark.slow
+def test_run_time_plugin_works_in_worker_processes(tmp_path: Path, tiny,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from merbench.plugins import register_plugin, unregister_plugin
+
+    (tmp_path / "my_runtime_plugin.py").write_text('''
+import numpy as np
+from merbench import MethodSpec, Step, hookimpl
+
+
+class Mean(Step):
+    name = "my-mean"
+
+    def __call__(self, clip):
+        return np.array([clip.frames.mean()], dtype=np.float32)
+
+
+@hookimpl
+def register_preprocessors(register):
+    register("my-mean", Mean)
+
+
+@hookimpl
+def register_methods(register):
+    register("my-mean-chance", MethodSpec((("my-mean", {}),), ("chance", {})))
+''')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import my_runtime_plugin
+
+    register_plugin(my_runtime_plugin, name="my_runtime_plugin")
+    try:
+        result = merbench.run(protocol="synthetic-loso", method="my-mean-chance", workers=2,
+                              dataset_params=tiny, store=str(tmp_path / "s.sqlite"),
+                              cache_dir=str(tmp_path / "cache"))
+        assert len(result.predictions) == 24
+    finally:
+        unregister_plugin("my_runtime_plugin")
+        sys.modules.pop("my_runtime_plugin", None)
+
+
+def test_the_demo_takes_its_methods_from_the_registry() -> None:
+    from merbench.demo import demo_methods
+
+    module = types.ModuleType("demo_member")
+
+    @hookimpl
+    def register_methods(register):  # type: ignore[no-untyped-def]
+        register("my-demo-chance", MethodSpec((("apex-frame", {"size": 4}),), ("chance", {}),
+                                              demo={"model.strategy": "prior"}))
+
+    module.register_methods = register_methods
+    before = dict(demo_methods())
+    assert before["flow-ststnet"] == {"model.epochs": 100} and before["chance"] == {}
+    assert "ststnet" not in before and "ars-cropnet" not in before  # not flagged for the demo
+    register_plugin(module, name="demo_member")
+    try:
+        assert dict(demo_methods())["my-demo-chance"] == {"model.strategy": "prior"}
+    finally:
+        unregister_plugin("demo_member")

@@ -12,6 +12,7 @@ import torch
 
 import merbench
 from merbench.errors import CheckpointError
+from merbench.store import Store
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -110,3 +111,41 @@ def test_unusable_samples_are_skipped_only_when_allowed(tmp_path: Path) -> None:
     assert list(result.info["skipped"]) == ["synthetic/s02/pos_01"]
     assert len(result.predictions) == 35
     assert "synthetic/s02/pos_01" not in {p.sample_id for p in result.predictions}
+
+
+def test_fold_training_state_is_removed_once_the_fold_is_stored(
+        tmp_path: Path, tiny, monkeypatch: pytest.MonkeyPatch) -> None:
+    from merbench.training import TorchClassifier
+
+    written: set[str] = set()
+    save = TorchClassifier._save_train_state
+
+    def recording(self, *args):  # type: ignore[no-untyped-def]
+        save(self, *args)
+        written.add(self.train_state)
+
+    monkeypatch.setattr(TorchClassifier, "_save_train_state", recording)
+    index = write_index(tmp_path)
+    store = Store(tmp_path / "runs" / "s.sqlite")
+    merbench.run(protocol="synthetic-loso", method="ststnet", inputs=str(index), store=store,
+                 overrides={"model.epochs": 2})
+    state_dir = tmp_path / "runs" / "training-state"
+    assert len(written) == 4 and all(Path(p).parent.parent == state_dir for p in written)
+    assert not state_dir.exists()  # every fold's state removed, then the empty folders
+
+
+def test_precomputed_inputs_are_read_afresh(tmp_path: Path) -> None:
+    index = write_index(tmp_path)
+    kwargs = dict(protocol="synthetic-loso", method="ststnet", inputs=str(index),
+                  overrides={"model.epochs": 2}, store=str(tmp_path / "s.sqlite"),
+                  cache_dir=str(tmp_path / "cache"), rerun=True)
+    first = merbench.run(**kwargs)
+    for path in tmp_path.glob("*.npy"):
+        np.save(path, np.zeros((28, 28, 3), np.uint8))
+    second = merbench.run(**kwargs)
+    store = Store(tmp_path / "s.sqlite")
+    p1 = {p.sample_id: p.proba for p in store.predictions(first.run_id)}
+    p2 = {p.sample_id: p.proba for p in store.predictions(second.run_id)}
+    assert p1 != p2
+    assert len({tuple(v.values()) for v in p2.values()}) <= 4  # all-zero inputs: one per fold
+    assert not (tmp_path / "cache").exists()

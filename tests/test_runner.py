@@ -20,7 +20,7 @@ from merbench.errors import ConfigError
 from merbench.leaderboard import leaderboard_rows
 from merbench.metrics import score
 from merbench.plugins import register_plugin, unregister_plugin
-from merbench.runner import fold_seed
+from merbench.provenance import fold_seed
 from merbench.store import Store
 
 CLASSES = ["negative", "positive", "surprise"]
@@ -205,8 +205,8 @@ def test_fold_seeds_derive_from_run_seed_and_fold(tmp_path: Path, tiny, shared_c
     assert fold_seed(1, "synthetic/s01") == 1809496607
     assert fold_seed(0, "synthetic/s02") == 709383088
     path = tmp_path / "r.sqlite"
-    runs = merbench.run(protocol="synthetic-loso", method="chance", dataset_params=tiny, seed=0,
-                        seeds=2, store=path, cache_dir=shared_cache)
+    runs = merbench.run_seeds(protocol="synthetic-loso", method="chance", dataset_params=tiny,
+                              seed=0, seeds=2, store=path, cache_dir=shared_cache)
     assert [r.seed for r in runs] == [0, 1]
     with sqlite3.connect(path) as con:
         rows = con.execute("SELECT r.seed, f.name, f.seed FROM folds f JOIN runs r "
@@ -228,6 +228,7 @@ def test_same_seed_gives_identical_predictions(tmp_path: Path, tiny, shared_cach
         assert probas[0] == probas[1]
 
 
+@pytest.mark.slow
 def test_two_workers_give_the_same_predictions(tmp_path: Path, tiny, shared_cache: str) -> None:
     path = tmp_path / "r.sqlite"
     runs = [merbench.run(protocol="synthetic-loso", method="diff-logreg", dataset_params=tiny,
@@ -327,6 +328,7 @@ def _folds_table(path: Path) -> list[tuple]:
         return []
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_where_it_stopped(tmp_path: Path) -> None:
     store = tmp_path / "results.sqlite"
     fit_log = tmp_path / "fits.txt"
@@ -366,3 +368,21 @@ def test_killed_run_resumes_where_it_stopped(tmp_path: Path) -> None:
     assert len(fit_log.read_text().split()) == 5 - len(before)
     assert {row[3] for row in before} <= set(map(int, first_fits))
     assert '"n": 30' in done.stdout
+
+
+def test_planned_runs_execute_together_like_one_by_one(tmp_path: Path, tiny,
+                                                       shared_cache: str) -> None:
+    from merbench.runner import execute, plan_run
+
+    common = dict(protocol="synthetic-loso", dataset_params=tiny, cache_dir=shared_cache)
+    alone = [merbench.run(method=m, store=str(tmp_path / f"{m}.sqlite"), **common)
+             for m in ("chance", "diff-logreg")]
+    store = Store(tmp_path / "together.sqlite")
+    plans = [plan_run(method=m, store=store, **common) for m in ("chance", "diff-logreg")]
+    together = execute(plans)
+    for a, b in zip(alone, together):
+        assert [(p.sample_id, p.pred) for p in a.predictions] == \
+            [(p.sample_id, p.pred) for p in b.predictions]
+    assert [r.status for r in store.runs()] == ["finished", "finished"]
+    again = execute([plan_run(method="chance", store=store, **common)])  # reused, not rerun
+    assert again[0].run_id == together[0].run_id
