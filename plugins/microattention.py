@@ -208,7 +208,23 @@ def attention_prefixes(module: Any) -> tuple[str, ...]:
 
 
 class MicroAttentionResNet(TorchClassifier):
-    """Residual network with a micro-attention unit in every block (seed 001, METHODS §6)."""
+    """Residual network with a micro-attention unit in every block (seed 001, METHODS §6).
+
+    :param backbone: resnet18 (the seed's; ImageNet keys load) or resnet10 (the authors'
+        released network: one block per stage, input BatchNorm)
+    :param pretrained: backbone weights: PATH (a local torchvision/timm state dict), None (timm's
+        resnet18 weights from a warm local cache, else random), True (the cache, required), False
+    :param freeze_backbone: train only the attention units and the classifier; None = frozen
+        exactly when pretrained weights were loaded
+    :param attention_gate: initial γ of O = T + γ·T·M (learnable; 0 starts as the plain
+        backbone); None for the literal O = T + T·M
+    :param augmentation: False turns off crop, flip and rotation together
+    :param random_crop: margin in pixels of the random crop (resize to side + margin, crop
+        back; 16 is the authors' 224 -> 240 -> 224)
+    :param rotation: largest random rotation in degrees
+    :param flip: random horizontal mirror
+    :param flip_negate: input channels whose sign flips under a mirror (the u plane of flow)
+    """
 
     defaults = {"epochs": 50, "batch_size": 16, "lr": 1e-3, "optimizer": "adam"}
 
