@@ -197,3 +197,31 @@ def save_figure(fig: Any, path: str | Path, **kwargs: Any) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", bbox_inches="tight", **kwargs)
     return path
+
+
+def save_overlay_grid(path: str | Path, images: Sequence[np.ndarray],
+                      rows: Sequence[Sequence[tuple[np.ndarray, str]]],
+                      row_titles: Sequence[str] = ()) -> Path:
+    """One page, a row per sample: the input, then each (map in [0, 1], title) overlaid on it
+    (e.g. Grad-CAM beside attention maps of several stages), one colour bar per row."""
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    if len(images) != len(rows) or not rows:
+        raise ConfigError(f"overlay grid: {len(images)} images for {len(rows)} rows of maps")
+    cols = 1 + max(len(r) for r in rows)
+    fig = new_figure(2.1 * cols + 0.6, 2.3 * len(rows))
+    axes = fig.subplots(len(rows), cols + 1, squeeze=False,
+                        gridspec_kw={"width_ratios": [1.0] * cols + [0.06]})
+    for k, (image, panels) in enumerate(zip(images, rows)):
+        row = axes[k]
+        row[0].imshow(image)
+        row[0].set_title(row_titles[k] if k < len(row_titles) else "input", fontsize=8)
+        for ax, (cam, title) in zip(row[1:], panels):
+            ax.imshow(overlay(image, np.asarray(cam)))
+            ax.set_title(title, fontsize=7)
+        for ax in row[:-1]:
+            ax.set_axis_off()
+        fig.colorbar(ScalarMappable(Normalize(0, 1), colormaps["jet"]), cax=row[-1])
+    return save_figure(fig, path)

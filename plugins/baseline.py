@@ -37,21 +37,29 @@ class ApexDiff(Step):
 
 
 class ApexFrame(Step):
-    """The grey apex frame resized to ``size`` (appearance only: no motion information).
+    """The apex frame resized to ``size`` (appearance only: no motion information), float32:
+    grey H×W by default, H×W×3 RGB with ``grey=False`` (for ImageNet backbones). After a
+    ``face-crop`` step this is the face-cropped apex frame.
 
     :param size: output side in pixels (None keeps the frame size)
+    :param grey: True for the grey frame, False for RGB (a grey clip's channels repeated)
     """
 
     name = "apex-frame"
     version = "1"
 
-    def __init__(self, size: int | None = 32) -> None:
+    def __init__(self, size: int | None = 32, grey: bool = True) -> None:
         check_size(size, self.name)
         self.size = size
+        self.grey = grey
 
     def __call__(self, clip: Clip) -> np.ndarray:
-        apex = clip.frame(resolve_apex(clip)[0])
-        return resize_image(to_grey(apex).astype(np.float32), self.size)
+        frame = clip.frame(resolve_apex(clip)[0])
+        if self.grey:
+            frame = to_grey(frame)
+        elif frame.ndim == 2:  # a grey clip: the three channels of an RGB input are equal
+            frame = np.repeat(frame[..., None], 3, axis=2)
+        return resize_image(frame.astype(np.float32), self.size)
 
 
 def full_proba(proba: np.ndarray, seen: np.ndarray, num_classes: int) -> np.ndarray:

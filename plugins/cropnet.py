@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from merbench import MethodSpec, hookimpl
+from merbench.augment import rotate
 from merbench.errors import ConfigError
 from merbench.training import (TorchClassifier, load_pretrained, resolve_device,
                                resolve_pretrained)
@@ -147,25 +148,6 @@ def colour_jitter(x: Any, brightness: Any, contrast: Any, saturation: Any, hue: 
     hsv = hsv.clone()
     hsv[:, 0] = (hsv[:, 0] + hue.to(x.dtype).view(-1, 1, 1)).remainder(1.0)
     return hsv_to_rgb(hsv)
-
-
-def rotate(x: Any, degrees: Any) -> Any:
-    """Rotate each image of an NCHW batch about its centre by its own angle (counter-clockwise
-    for positive angles, as torchvision), bilinear, zero fill."""
-    import torch
-    import torch.nn.functional as F
-
-    rad = torch.deg2rad(degrees.to(device=x.device, dtype=torch.float32))
-    cos, sin = torch.cos(rad), torch.sin(rad)
-    n, _, h, w = x.shape
-    theta = torch.zeros(n, 2, 3, dtype=torch.float32, device=x.device)
-    # output pixel -> input pixel in normalised coordinates; the aspect ratio keeps rotations
-    # rigid on non-square images
-    theta[:, 0, 0], theta[:, 0, 1] = cos, -sin * h / w
-    theta[:, 1, 0], theta[:, 1, 1] = sin * w / h, cos
-    grid = F.affine_grid(theta, [n, x.shape[1], h, w], align_corners=False)
-    return F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="zeros",
-                         align_corners=False).to(x.dtype)
 
 
 # --------------------------------------------------------------------------- network

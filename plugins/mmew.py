@@ -11,8 +11,9 @@ onset <= apex <= offset everywhere, ids unique). ``layout=`` overrides the frame
 (fields {emotion}, {subject}, {clip}).
 
 Label spaces: ``native`` (anger, disgust, fear, happiness, sadness, surprise, and others when
-the file has them) and ``megc2019`` (negative = anger, disgust, fear, sadness; positive =
-happiness; surprise; others dropped).
+the file has them), ``6class`` (the six emotions, others dropped: the 234 samples of the
+released ``MMEW_Micro_Exp_delete_others.csv`` whichever file is read) and ``megc2019``
+(negative = anger, disgust, fear, sadness; positive = happiness; surprise; others dropped).
 """
 from __future__ import annotations
 
@@ -21,11 +22,12 @@ from typing import Any
 from merbench import hookimpl
 from merbench.annotations import (MEGC2019_CLASSES, ReleaseDataset, clip_folder, clip_id,
                                   make_sample, megc2019_space, native_label, open_release,
-                                  sample_id, subject_id, text, unique_records)
+                                  sample_id, subject_id, subset_space, text, unique_records)
 from merbench.ids import IdSpelling
 
 NAME = "mmew"
 LAYOUT = "Micro_Expression/{emotion}/{clip}"
+SIX_CLASSES = ("anger", "disgust", "fear", "happiness", "sadness", "surprise")
 COLUMNS = {"subject": ("Subject",), "clip": ("Filename",), "onset": ("OnsetFrame",),
            "apex": ("ApexFrame",), "offset": ("OffsetFrame",), "au": ("Action Units",),
            "emotion": ("Estimated Emotion",)}
@@ -47,8 +49,9 @@ def MMEW(root: Any, layout: str | None = None, annotation: str | None = None,
         samples.append(make_sample(NAME, r, subject, clip, native_label(r["emotion"]), folder))
     labels = sorted({s.label for s in samples})
     return ReleaseDataset(samples, NAME, root=base, layout=template,
-                          annotation=path, label_spaces={"megc2019": megc2019_space(labels)},
-                          classes={"megc2019": MEGC2019_CLASSES})
+                          annotation=path, label_spaces={"megc2019": megc2019_space(labels),
+                                                         "6class": subset_space(labels, SIX_CLASSES)},
+                          classes={"megc2019": MEGC2019_CLASSES, "6class": SIX_CLASSES})
 
 
 @hookimpl

@@ -13,8 +13,9 @@ from merbench.errors import DataError, ProtocolError, UnknownNameError
 from merbench.protocols import KINDS, DatasetRef, Protocol, load_protocol, protocol_names
 from merbench.types import Sample
 
-SHIPPED = ["casme2-5class-loso", "casme2-holdout", "casme2-to-samm", "megc2019-composite",
-           "megc2019-lodo", "samm-5class-loso", "samm-to-casme2", "smic-3class-loso",
+SHIPPED = ["casme2-5class-loso", "casme2-holdout", "casme2-holdout-samples", "casme2-to-samm",
+           "megc2019-composite", "megc2019-lodo", "mmew-holdout", "mmew-holdout-samples",
+           "samm-5class-loso", "samm-to-casme2", "smic-3class-loso",
            "synthetic-holdout", "synthetic-holdout-samples", "synthetic-loso"]
 MEGC = ("negative", "positive", "surprise")
 
