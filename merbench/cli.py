@@ -104,7 +104,9 @@ def _echo_scores(rep: dict[str, Any], title: str) -> None:
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a parameter: model.epochs=5, ars.n_key=3.")
 @click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]))
-@click.option("--workers", default=1, show_default=True, type=int, help="Parallel fold workers.")
+@click.option("--workers", default="auto", show_default=True, metavar="auto|N",
+              help="Fold workers: auto = one process per physical core for small deep models "
+              "(one torch thread each), in this process for the rest; 1 = serial; N processes.")
 @click.option("--store", default=None, help="Results store (default merbench-results/results.sqlite).")
 @click.option("--cache-dir", default=None, help="Preprocessing cache (default ~/.cache/merbench).")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the preprocessing cache.")
@@ -115,7 +117,7 @@ def _echo_scores(rep: dict[str, Any], title: str) -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def run(protocol: str, method: str, data_root: tuple[str, ...], data_param: tuple[str, ...],
-        seed: int, seeds: int | None, sets: tuple[str, ...], device: str, workers: int,
+        seed: int, seeds: int | None, sets: tuple[str, ...], device: str, workers: str,
         store: str | None, cache_dir: str | None, no_cache: bool, inputs: str | None,
         checkpoints: str | None, skip_bad: bool, rerun: bool, quiet: bool, as_json: bool) -> None:
     """Run METHOD under PROTOCOL; an interrupted run resumes when run again."""
@@ -214,8 +216,9 @@ def leaderboard(protocol: str | None, fmt: str, output: str | None, store: str |
 @cli.command()
 @click.option("-o", "--output", default=None, type=click.Path(), help="Write the tables to DIR.")
 @click.option("--store", default=None, help="Results store (default merbench-results/demo.sqlite).")
-@click.option("--workers", default=2, show_default=True, type=int)
-def demo(output: str | None, store: str | None, workers: int) -> None:
+@click.option("--workers", default="auto", show_default=True, metavar="auto|N",
+              help="Fold workers (see `merbench run --help`).")
+def demo(output: str | None, store: str | None, workers: str) -> None:
     """Synthetic LOSO for the built-in methods that are fast enough, then the leaderboard."""
     from .demo import run_demo
 

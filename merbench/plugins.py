@@ -146,6 +146,14 @@ def runtime_plugin_modules() -> dict[str, str]:
     return dict(_runtime)
 
 
+def reaches_workers(kind: str, name: str) -> bool:
+    """Whether worker processes know this entry: its plugin is installed (an entry point) or
+    was registered at run time from an importable module (see :func:`register_plugin`)."""
+    plugin = entry(kind, name).plugin
+    origin: dict[str, Any] = plugin_manager()._merbench_origin  # type: ignore[attr-defined]
+    return plugin in origin or plugin in _runtime
+
+
 def unregister_plugin(name: str) -> None:
     global _registry
     pm = plugin_manager()

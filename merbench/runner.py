@@ -15,13 +15,14 @@ import os
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from .datasets import Dataset, DatasetView
 from .errors import CheckpointError, ConfigError, DataError
-from .executors import Executor, FoldJob, make_executor, run_fold
+from .executors import (Executor, FoldJob, SerialExecutor, fold_placement, make_executor, run_fold,
+                        shippable)
 from .ids import normalise_subject
 from .methods import Method
 from .metrics import Prediction, report
@@ -192,7 +193,7 @@ def plan_run(*, protocol: str | Protocol, method: str | Method,
     else:
         plan.run_id = st.create_run(
             key=key, protocol=proto.label, method=meth.name, params=meth.params(), seed=seed,
-            versions=run_versions, git_commit=git_commit(), device=describe_device(device),
+            versions=run_versions, git_commit=git_commit(), device=describe_device(device if meth.uses_device() else "cpu"),
             host=platform.node(),
             info={"classes": list(proto.classes), "n_folds": len(folds),
                   "n_samples": len(samples), "leaks_identity": proto.leaks_identity,
@@ -206,16 +207,18 @@ def plan_run(*, protocol: str | Protocol, method: str | Method,
     return plan
 
 
-def run(*, workers: int = 1, executor: Executor | None = None, **kwargs: Any) -> RunResult:
+def run(*, workers: int | str = "auto", executor: Executor | None = None, **kwargs: Any
+        ) -> RunResult:
     """Run ``method`` under ``protocol`` and return its :class:`RunResult` (keywords of
     :func:`plan_run`). A stored, finished run with the same identity (:func:`run_key`) is
     returned as it is unless ``rerun``; an unfinished one is resumed. Folds run on
-    ``executor`` (default: ``workers`` local processes, serial for 1)."""
+    ``executor`` (default: :func:`~merbench.executors.make_executor` of ``workers``: ``auto``
+    runs small deep models' folds on one process per core, the rest in this process)."""
     return execute([plan_run(**kwargs)], executor=executor, workers=workers)[0]
 
 
-def run_seeds(*, seeds: int, seed: int = 0, workers: int = 1, executor: Executor | None = None,
-              **kwargs: Any) -> list[RunResult]:
+def run_seeds(*, seeds: int, seed: int = 0, workers: int | str = "auto",
+              executor: Executor | None = None, **kwargs: Any) -> list[RunResult]:
     """Seeds ``seed .. seed + seeds - 1`` of one run (always a list), executed together so the
     workers are busy across seeds."""
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
@@ -234,10 +237,11 @@ class _Batch:
     handle: Any
     state_dir: Path
     left: int
+    remote: bool  # its folds run on the executor's workers (else in this process)
 
 
-def execute(plans: Sequence[RunPlan], executor: Executor | None = None, workers: int = 1
-            ) -> list[RunResult]:
+def execute(plans: Sequence[RunPlan], executor: Executor | None = None,
+            workers: int | str = "auto") -> list[RunResult]:
     """Run the unfinished folds of several planned runs as one stream of tasks on one executor
     (a grid keeps every worker busy across runs). Each fold is stored the moment it finishes
     (the driver is the store's only writer); a run is marked finished with its last fold. On
@@ -250,17 +254,23 @@ def execute(plans: Sequence[RunPlan], executor: Executor | None = None, workers:
         for plan in active:
             plan.store.set_status(plan.run_id, "running")
         batches = [_prepare(plan, ex) for plan in active if plan.todo]
-        tasks, owners = [], []
+        tasks: dict[bool, list[tuple[Any, ...]]] = {True: [], False: []}
+        owners: dict[bool, list[tuple[_Batch, FoldJob]]] = {True: [], False: []}
         for batch in batches:
             classes = len(batch.plan.proto.classes)
             for job in batch.jobs:
-                tasks.append((batch.handle, batch.plan.meth, job, classes, batch.plan.device,
-                              batch.plan.progress and ex.workers <= 1))
-                owners.append((batch, job))
-        bar = progress_bar(len(tasks), "folds", any(p.progress for p in active))
+                tasks[batch.remote].append((batch.handle, batch.plan.meth, job, classes,
+                                            batch.plan.device,
+                                            batch.plan.progress and not batch.remote))
+                owners[batch.remote].append((batch, job))
+        # the workers' folds, then the driver's own (cheap or big models; see fold_placement)
+        streams = [(where, (ex if where else SerialExecutor()).map(run_fold, tasks[where]))
+                   for where in (True, False) if tasks[where]]
+        bar = progress_bar(sum(map(len, tasks.values())), "folds",
+                           any(p.progress for p in active))
         try:
-            for i, (proba, info) in ex.map(run_fold, tasks):
-                batch, job = owners[i]
+            for where, i, (proba, info) in _in_turn(streams):
+                batch, job = owners[where][i]
                 _store_fold(batch, job, proba, info)
                 bar.update(1)
                 batch.left -= 1
@@ -287,6 +297,14 @@ def execute(plans: Sequence[RunPlan], executor: Executor | None = None, workers:
     return results
 
 
+def _in_turn(streams: Sequence[tuple[bool, Iterator[tuple[int, Any]]]]
+                ) -> Iterator[tuple[bool, int, Any]]:
+    """The results of each stream in turn: (stream key, task index, result)."""
+    for key, stream in streams:
+        for i, result in stream:
+            yield key, i, result
+
+
 def _mark_unfinished(plans: Sequence[RunPlan], status: str) -> None:
     for plan in plans:  # set_status never demotes a finished run
         plan.store.set_status(plan.run_id, status)
@@ -305,6 +323,8 @@ def _prepare(plan: RunPlan, executor: Executor) -> _Batch:
     y = np.array([classes.index(s.label) for s in pre.kept])
     groups = np.array([s.group for s in pre.kept])
     state_dir = Path(plan.store.path).parent / "training-state" / plan.run_id
+    remote, threads = fold_placement(plan.meth.parallel_folds(), plan.meth.uses_device(),
+                                     executor, shippable(plan.meth, plan.datasets))
     jobs = []
     for fold in plan.todo:
         tr = np.array([index[i] for i in fold.train if i in index], dtype=np.int64)
@@ -313,8 +333,9 @@ def _prepare(plan: RunPlan, executor: Executor) -> _Batch:
             raise DataError(f"fold {fold.name}: every test sample was skipped")
         jobs.append(FoldJob(fold, fold_seed(plan.seed, fold.name), tr, te, y, groups,
                             plan.checkpoints.get(fold.index),
-                            str(state_dir / f"fold{fold.index:03d}.pt")))
-    return _Batch(plan, pre.kept, jobs, executor.share(pre.X), state_dir, len(jobs))
+                            str(state_dir / f"fold{fold.index:03d}.pt"), threads))
+    handle = executor.share(pre.X) if remote else pre.X
+    return _Batch(plan, pre.kept, jobs, handle, state_dir, len(jobs), remote)
 
 
 def _store_fold(batch: _Batch, job: FoldJob, proba: np.ndarray, info: dict[str, Any]) -> None:
@@ -339,7 +360,8 @@ def _store_fold(batch: _Batch, job: FoldJob, proba: np.ndarray, info: dict[str, 
 
 def _finish(batch: _Batch, executor: Executor) -> None:
     batch.plan.store.set_status(batch.plan.run_id, "finished")
-    executor.release(batch.handle)
+    if batch.remote:
+        executor.release(batch.handle)
     if batch.state_dir.is_dir() and not any(batch.state_dir.iterdir()):
         batch.state_dir.rmdir()
 
