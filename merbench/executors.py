@@ -50,7 +50,7 @@ class FoldJob:
     groups: np.ndarray
     checkpoint: str | None  # published weights to evaluate instead of training (--checkpoints)
     train_state: str | None = None  # where a deep model keeps its resumable training state
-    threads: int | None = None  # torch threads of a deep model's fold (None: left as they are)
+    threads: int | None = None  # the fold's torch / BLAS threads (None: left as they are)
 
 
 def run_fold(X: np.ndarray, method: Method, job: FoldJob, num_classes: int, device: str,
@@ -65,7 +65,8 @@ def run_fold(X: np.ndarray, method: Method, job: FoldJob, num_classes: int, devi
                                progress=progress, train_state=job.train_state)
     info: dict[str, Any] = {"n_train": int(len(job.train_idx)), "n_test": int(len(job.test_idx))}
     X_test = np.asarray(X[job.test_idx])
-    with torch_threads(job.threads):
+    deep = method.uses_device()
+    with fold_threads_set(job.threads, deep):
         if job.checkpoint is not None:
             if not hasattr(model, "load_weights"):
                 raise CheckpointError(f"model {method.model_name!r} cannot load checkpoints")
@@ -85,7 +86,7 @@ def run_fold(X: np.ndarray, method: Method, job: FoldJob, num_classes: int, devi
         info["final_loss"] = model.history_[-1].get("loss")
         info["history"] = list(model.history_)
     if hasattr(model, "fold_artifacts"):  # arrays the driver stores beside the fold
-        with torch_threads(job.threads):
+        with fold_threads_set(job.threads, deep):
             info["_artifacts"] = {k: np.asarray(v)
                                   for k, v in model.fold_artifacts(X_test).items()}
     if job.threads is not None:
@@ -125,9 +126,9 @@ def physical_cores(sys_root: str | os.PathLike = "/sys") -> int:
 
 
 def fold_threads(small: bool, workers: int) -> int:
-    """Torch threads of one deep-model fold: one for a small model (its batches cannot keep
-    more busy: on 2 cores STSTNet runs an epoch slower on 2 threads than on 1, and far slower
-    beside other load), the physical cores shared among ``workers`` processes for a big one.
+    """Threads of one fold: one for a small model (its batches cannot keep more busy: on 2
+    cores STSTNet runs an epoch slower on 2 threads than on 1, and far slower beside other
+    load), the physical cores shared among ``workers`` processes for a big one.
     ``MERBENCH_THREADS`` overrides both."""
     forced = os.environ.get("MERBENCH_THREADS", "").strip()
     if forced:
@@ -142,14 +143,32 @@ _interop_set = False
 
 
 @contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """Intra-op threads for a deep model's fold, restored afterwards (so a run in the driver
-    leaves the caller's setting as it was); inter-op threads are set to the same number once
-    per process (torch refuses that after its first parallel work)."""
-    global _interop_set
+def fold_threads_set(threads: int | None, deep: bool) -> Iterator[None]:
+    """A fold's threads, restored afterwards (so a run in the driver leaves the caller's
+    setting as it was): BLAS / OpenMP pools of numpy, scipy and scikit-learn (threadpoolctl),
+    and for a deep model torch's intra-op threads, with inter-op threads set to the same
+    number once per process (torch refuses that after its first parallel work)."""
     if threads is None:
         yield
         return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - comes with scikit-learn
+        limits: Any = contextlib.nullcontext()
+    else:
+        limits = threadpool_limits(threads)
+    with limits:
+        if deep:
+            with torch_threads(threads):
+                yield
+        else:
+            yield
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Torch's intra-op threads (restored afterwards) and, once per process, inter-op ones."""
+    global _interop_set
     import torch
 
     if not _interop_set:
@@ -182,8 +201,9 @@ def fold_placement(parallel: bool, deep: bool, executor: "Executor", ships: bool
     gain nothing from worker processes (cheap or big models) in the driver, and those the
     workers cannot run (``ships`` false, see :func:`shippable`)."""
     remote = executor.workers > 1 and ((parallel and ships) or not executor.auto)
-    threads = fold_threads(parallel, executor.workers if remote else 1) if deep else None
-    return remote, threads
+    # a model without torch: one BLAS thread (its small products gain nothing from more, and
+    # spinning BLAS threads waste the cores other folds or other load need)
+    return remote, fold_threads(parallel or not deep, executor.workers if remote else 1)
 
 
 # -- executors --------------------------------------------------------------------------------

@@ -20,8 +20,8 @@ import merbench
 from merbench import MethodSpec, Model, hookimpl
 from merbench.errors import ConfigError
 from merbench.executors import (Executor, ProcessExecutor, SerialExecutor, fold_placement,
-                                fold_threads, make_executor, parse_workers, physical_cores,
-                                torch_threads)
+                                fold_threads, fold_threads_set, make_executor, parse_workers,
+                                physical_cores)
 from merbench.plugins import register_plugin, unregister_plugin
 from merbench.store import Store
 from merbench.training import TorchClassifier
@@ -162,11 +162,11 @@ def test_fold_placement_and_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     # (parallel_folds, deep): small deep, big deep, cheap
     assert fold_placement(True, True, auto) == (True, 1)
     assert fold_placement(False, True, auto) == (False, 4)  # in the driver, every core
-    assert fold_placement(False, False, auto) == (False, None)  # no pool for a cheap model
+    assert fold_placement(False, False, auto) == (False, 1)  # no pool for a cheap model
     assert fold_placement(True, True, four) == (True, 1)
     assert fold_placement(False, True, four) == (True, 1)  # --workers 4 asked for: 4 // 4
     assert fold_placement(False, True, ProcessExecutor(2)) == (True, 2)
-    assert fold_placement(False, False, four) == (True, None)
+    assert fold_placement(False, False, four) == (True, 1)  # one BLAS thread without torch
     assert fold_placement(True, True, serial) == (False, 1)  # never 4 threads on a small net
     assert fold_placement(False, True, serial) == (False, 4)
     assert fold_placement(True, True, auto, ships=False) == (False, 1)  # small, but stays here
@@ -178,13 +178,20 @@ def test_fold_placement_and_threads(monkeypatch: pytest.MonkeyPatch) -> None:
         fold_threads(True, 1)
 
 
-def test_torch_threads_apply_to_the_fold_and_are_restored(one_torch_thread) -> None:
+def test_a_folds_threads_apply_to_it_and_are_restored(one_torch_thread) -> None:
     import torch
+    from threadpoolctl import threadpool_info, threadpool_limits
 
-    with torch_threads(2):
+    with threadpool_limits(2):
+        with fold_threads_set(1, deep=False):  # BLAS only
+            assert {p["num_threads"] for p in threadpool_info()} == {1}
+            assert torch.get_num_threads() == 1
+        assert {p["num_threads"] for p in threadpool_info() if p["internal_api"] != "openmp"
+                } == {2}
+    with fold_threads_set(2, deep=True):
         assert torch.get_num_threads() == 2
     assert torch.get_num_threads() == 1
-    with torch_threads(None):
+    with fold_threads_set(None, deep=True):
         assert torch.get_num_threads() == 1
 
 
@@ -201,7 +208,7 @@ def test_auto_sends_only_small_deep_models_to_the_workers(models, tmp_path: Path
         info = Store(store).fold_info(runs[name].run_id)
         threads = {i.get("threads") for i in info.values()}
         assert executor.tasks == (4 if name == "small" else 0), name
-        assert threads == {"small": {1}, "big": {physical_cores()}, "sleepy": {None}}[name]
+        assert threads == {"small": {1}, "big": {physical_cores()}, "sleepy": {1}}[name]
     assert {i["micro_batch"] for i in Store(store).fold_info(runs["small"].run_id).values()} \
         == {8}
 
