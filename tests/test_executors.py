@@ -301,3 +301,34 @@ def test_a_killed_run_resumes_at_its_first_unfinished_fold(models, tmp_path: Pat
     assert {k: after[k] for k in before} == before  # the stored folds were not recomputed
     assert Store(store).run(rec.id).status == "finished"
     assert len(Store(store).predictions(rec.id)) == 24
+
+
+def test_a_worker_registers_the_run_time_plugins_by_importing_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a spawned worker does first (the slow test runs it in real worker processes)."""
+    import merbench.training as training
+    from merbench.executors import _worker_init
+    from merbench.plugins import runtime_plugin_modules
+
+    (tmp_path / "my_rt_plugin.py").write_text(
+        "from merbench import MethodSpec, hookimpl\n\n\n@hookimpl\ndef register_methods(register):"
+        "\n    register('rt-chance', MethodSpec((('apex-frame', {'size': 4}),), ('chance', {})))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import my_rt_plugin  # type: ignore[import-not-found]
+
+    register_plugin(my_rt_plugin, name="rt")
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        modules = runtime_plugin_modules()
+        assert modules["rt"] == "my_rt_plugin"
+        unregister_plugin("rt")  # a fresh worker process does not know it
+        assert "rt-chance" not in merbench.names("method")
+        _worker_init(modules, 3)
+        assert "rt-chance" in merbench.names("method")
+        assert training.MEMORY_SHARE == 3  # the workers share the training memory budget
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # Ctrl-C is the driver's
+    finally:
+        signal.signal(signal.SIGINT, handler)
+        training.MEMORY_SHARE = 1
+        unregister_plugin("rt")
+        sys.modules.pop("my_rt_plugin", None)
