@@ -10,8 +10,9 @@ methods (``share``, ``map``, ``release``, ``close``).
 
 ``--workers auto`` (the default) is one worker process per physical core, started only when a
 run has work that gains from it: folds of small deep models (``Model.parallel_folds``), one
-torch thread each. Big deep models train in the driver with every core's threads, and cheap
-models never pay for a pool (:func:`fold_placement`).
+torch thread each, and preprocessing that takes the driver more than a few CPU seconds. Big
+deep models train in the driver with every core's threads, and cheap models (one BLAS thread)
+never pay for a pool (:func:`fold_placement`).
 """
 from __future__ import annotations
 
@@ -195,11 +196,11 @@ def shippable(method: Method, datasets: Mapping[str, Any]) -> bool:
 
 
 def fold_placement(parallel: bool, deep: bool, executor: "Executor", ships: bool = True
-                   ) -> tuple[bool, int | None]:
-    """Where a run's folds go and with how many torch threads: (on the executor's workers,
-    threads per fold, None for a model without torch). An ``auto`` executor keeps folds that
-    gain nothing from worker processes (cheap or big models) in the driver, and those the
-    workers cannot run (``ships`` false, see :func:`shippable`)."""
+                   ) -> tuple[bool, int]:
+    """Where a run's folds go and on how many threads: (on the executor's workers, threads
+    per fold). An ``auto`` executor keeps folds that gain nothing from worker processes
+    (cheap or big models) in the driver, and those the workers cannot run (``ships`` false,
+    see :func:`shippable`)."""
     remote = executor.workers > 1 and ((parallel and ships) or not executor.auto)
     # a model without torch: one BLAS thread (its small products gain nothing from more, and
     # spinning BLAS threads waste the cores other folds or other load need)
@@ -266,7 +267,7 @@ def _call(fn: Callable[..., Any], task: tuple[Any, ...]) -> Any:
 
 def _worker_init(runtime_plugins: Mapping[str, str], workers: int) -> None:
     """Torch is not imported here (seconds per worker): a deep model's fold sets its threads
-    itself (:func:`torch_threads`). The workers share the memory budget of training."""
+    itself (:func:`fold_threads_set`). The workers share the memory budget of training."""
     import importlib
 
     from . import training
@@ -304,6 +305,8 @@ class ProcessExecutor(Executor):
         return self._pool
 
     def _mp_context(self) -> Any:
+        """How workers start: spawned (a fork would inherit torch's and OpenCV's thread
+        pools, which a child cannot use safely)."""
         return multiprocessing.get_context("spawn")
 
     def share(self, array: np.ndarray) -> Any:
