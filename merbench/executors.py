@@ -207,6 +207,32 @@ def fold_placement(parallel: bool, deep: bool, executor: "Executor", ships: bool
     return remote, fold_threads(parallel or not deep, executor.workers if remote else 1)
 
 
+#: CPU seconds it costs to start a worker pool (spawned workers import numpy, torch and the
+#: plugins), weighed by :func:`map_driver_first` against what the workers would save.
+POOL_START_SECONDS = 3.0
+
+
+def map_driver_first(executor: "Executor", fn: Callable[..., Any],
+                     tasks: Sequence[tuple[Any, ...]], start_cost: float | None = None
+                     ) -> Iterator[tuple[int, Any]]:
+    """Like ``executor.map``, for an ``auto`` executor whose workers may not be worth their
+    start: the tasks run here, one after the other, until the time the rest would still
+    take here (the mean task so far × the tasks left) shrinks on the workers by more than
+    their start costs (``start_cost``, default :data:`POOL_START_SECONDS`); then the rest
+    go to the executor. Started workers cost nothing: everything goes to them at once. So
+    a short training (a test, a few epochs) never starts a pool, a long one runs one fold
+    here and the rest side by side."""
+    cost = POOL_START_SECONDS if start_cost is None else start_cost
+    start = time.thread_time()
+    for i, task in enumerate(tasks):
+        if executor.started or (i and (time.thread_time() - start) / i * (len(tasks) - i)
+                                * (1 - 1 / executor.workers) > cost):
+            for j, result in executor.map(fn, tasks[i:]):
+                yield i + j, result
+            return
+        yield i, _call(fn, task)
+
+
 # -- executors --------------------------------------------------------------------------------
 class Executor:
     """Runs tasks in this process, one after the other."""
@@ -215,6 +241,11 @@ class Executor:
     workers = 1
     #: tasks that gain nothing from the workers may run in the driver instead (--workers auto)
     auto = False
+
+    @property
+    def started(self) -> bool:
+        """Whether its workers are running (using them costs no start any more)."""
+        return False
 
     def share(self, array: np.ndarray) -> Any:
         """A handle on ``array`` that tasks carry instead of the array."""
@@ -303,6 +334,10 @@ class ProcessExecutor(Executor):
                 max_workers=self.workers, mp_context=self._mp_context(),
                 initializer=_worker_init, initargs=(runtime_plugin_modules(), self.workers))
         return self._pool
+
+    @property
+    def started(self) -> bool:
+        return self._pool is not None
 
     def _mp_context(self) -> Any:
         """How workers start: spawned (a fork would inherit torch's and OpenCV's thread

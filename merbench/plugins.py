@@ -55,9 +55,12 @@ def _first_line(text: str | None) -> str:
 def _load_entry_points(pm: pluggy.PluginManager) -> dict[str, tuple[str, str]]:
     """Register every entry point of group ``merbench``; a broken one warns and is skipped."""
     origin: dict[str, tuple[str, str]] = {}
+    named: dict[Any, tuple[str, str]] = {}  # each distribution's metadata is parsed once
     for ep in sorted(importlib.metadata.entry_points(group="merbench"), key=lambda e: e.name):
-        dist = ep.dist.name if ep.dist is not None else "?"
-        version = ep.dist.version if ep.dist is not None else "?"
+        where = getattr(ep.dist, "_path", id(ep.dist))
+        if where not in named:
+            named[where] = (ep.dist.name, ep.dist.version) if ep.dist is not None else ("?", "?")
+        dist, version = named[where]
         if pm.has_plugin(ep.name):
             continue
         try:

@@ -40,10 +40,11 @@ def cache_parts(sample: Sample, chain: Any) -> list[Any]:
     return [sample.id, sample.path, sample.onset, sample.apex, sample.offset, meta, chain]
 
 
-#: CPU seconds of preprocessing the driver does itself before an ``auto`` executor starts its
-#: workers for the rest: a warm cache or cheap steps never pay for a worker pool (its start
-#: costs about a second of CPU per worker, more with dlib's landmark model to load). CPU time,
-#: not wall time: other load on the machine must not make cheap work look expensive.
+#: CPU seconds (of its own thread) of preprocessing the driver does before an ``auto``
+#: executor starts its workers for the rest: a warm cache or cheap steps never pay for a
+#: worker pool (its start costs about a second of CPU per worker, more with dlib's landmark
+#: model to load). CPU time, not wall time: other load on the machine must not make cheap
+#: work look expensive.
 DRIVER_SECONDS = 2.0
 
 
@@ -52,7 +53,7 @@ def preprocess_chunk(method: Method, datasets: Mapping[str, "Dataset"],
                      skip_bad: bool, deadline: float | None = None
                      ) -> list[tuple[str, np.ndarray | None, str | None, list[str]]]:
     """(id, array or None, error or None, notes) per sample; an executor task. With a
-    ``deadline`` (``time.process_time()``), it stops after the sample that passes it."""
+    ``deadline`` (``time.thread_time()``), it stops after the sample that passes it."""
     # precomputed inputs are only loaded: caching a copy would just hide later edits of the files
     cache = Cache(cache_root, enabled=use_cache and bool(method.steps))
     steps = method.build_steps()
@@ -69,7 +70,7 @@ def preprocess_chunk(method: Method, datasets: Mapping[str, "Dataset"],
             if not skip_bad:
                 raise
             out.append((s.id, None, str(exc), []))
-        if deadline is not None and time.process_time() > deadline:
+        if deadline is not None and time.thread_time() > deadline:
             break
     return out
 
@@ -116,8 +117,9 @@ def preprocess(method: Method, datasets: Mapping[str, "Dataset"], samples: Seque
             executor = SerialExecutor()
     try:
         todo = samples
-        if executor.auto or len(samples) < 8:  # in the driver, while that is quick enough
-            deadline = time.process_time() + DRIVER_SECONDS if executor.workers > 1 else None
+        # in the driver while that is quick enough (unless the workers already run)
+        if (executor.auto and not executor.started) or len(samples) < 8:
+            deadline = time.thread_time() + DRIVER_SECONDS if executor.workers > 1 else None
             collect(preprocess_chunk(method, datasets, todo, cache_root, use_cache, skip_bad,
                                      deadline))
             todo = [s for s in todo if s.id not in results]

@@ -21,8 +21,8 @@ import numpy as np
 
 from .datasets import Dataset, DatasetView
 from .errors import CheckpointError, ConfigError, DataError
-from .executors import (Executor, FoldJob, SerialExecutor, fold_placement, make_executor, run_fold,
-                        shippable)
+from .executors import (Executor, FoldJob, SerialExecutor, fold_placement, make_executor,
+                        map_driver_first, run_fold, shippable)
 from .ids import normalise_subject
 from .methods import Method
 from .metrics import Prediction, report
@@ -193,7 +193,8 @@ def plan_run(*, protocol: str | Protocol, method: str | Method,
     else:
         plan.run_id = st.create_run(
             key=key, protocol=proto.label, method=meth.name, params=meth.params(), seed=seed,
-            versions=run_versions, git_commit=git_commit(), device=describe_device(device if meth.uses_device() else "cpu"),
+            versions=run_versions, git_commit=git_commit(),
+            device=describe_device(device if meth.uses_device() else "cpu"),
             host=platform.node(),
             info={"classes": list(proto.classes), "n_folds": len(folds),
                   "n_samples": len(samples), "leaks_identity": proto.leaks_identity,
@@ -263,9 +264,14 @@ def execute(plans: Sequence[RunPlan], executor: Executor | None = None,
                                             batch.plan.device,
                                             batch.plan.progress and not batch.remote))
                 owners[batch.remote].append((batch, job))
-        # the workers' folds, then the driver's own (cheap or big models; see fold_placement)
-        streams = [(where, (ex if where else SerialExecutor()).map(run_fold, tasks[where]))
-                   for where in (True, False) if tasks[where]]
+        # the workers' folds (under auto, in the driver while they prove quick), then the
+        # driver's own (cheap or big models; see fold_placement)
+        streams = []
+        if tasks[True]:
+            streams.append((True, map_driver_first(ex, run_fold, tasks[True]) if ex.auto
+                            else ex.map(run_fold, tasks[True])))
+        if tasks[False]:
+            streams.append((False, SerialExecutor().map(run_fold, tasks[False])))
         bar = progress_bar(sum(map(len, tasks.values())), "folds",
                            any(p.progress for p in active))
         try:

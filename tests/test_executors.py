@@ -91,6 +91,7 @@ class Recording(Executor):
 
     workers = 2
     auto = True
+    started = False  # type: ignore[assignment]
 
     def __init__(self) -> None:
         self.tasks = 0
@@ -203,11 +204,13 @@ def test_auto_sends_only_small_deep_models_to_the_workers(models, tmp_path: Path
     runs = {}
     for name in ("small", "big", "sleepy"):
         executor = Recording()
+        executor.started = True  # type: ignore[misc]  # workers running: no start to weigh
         runs[name] = merbench.run(protocol="synthetic-loso", method=f"test-{name}",
                                   dataset_params=tiny, store=store, executor=executor)
         info = Store(store).fold_info(runs[name].run_id)
         threads = {i.get("threads") for i in info.values()}
-        assert executor.tasks == (4 if name == "small" else 0), name
+        # 8 preprocessing chunks (running workers take them), and the small model's 4 folds
+        assert executor.tasks == (12 if name == "small" else 8), name
         assert threads == {"small": {1}, "big": {physical_cores()}, "sleepy": {1}}[name]
     assert {i["micro_batch"] for i in Store(store).fold_info(runs["small"].run_id).values()} \
         == {8}
@@ -228,7 +231,42 @@ def test_auto_preprocesses_in_the_driver_until_that_proves_slow(
     executor = Recording()
     warm = preprocess(method, datasets, samples, cache_root=str(tmp_path), executor=executor)
     assert executor.tasks == 0  # a warm cache never starts the workers
+    executor.started = True  # type: ignore[misc]  # ... but running workers take the work
+    preprocess(method, datasets, samples, cache_root=str(tmp_path), executor=executor)
+    assert executor.tasks == 8
     assert np.array_equal(warm.X, cold.X) and [s.id for s in warm.kept] == [s.id for s in samples]
+
+
+def test_auto_runs_folds_in_the_driver_until_the_workers_would_save_their_start(
+        models, tmp_path: Path, tiny, one_torch_thread, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("merbench.preprocess.DRIVER_SECONDS", 1e9)
+    # the driver's CPU clock reads 0 at the start, then 1, 2, 3 before folds 2, 3, 4: a fold
+    # takes 1 s, and after fold k the 4 - k left would take 4 - k s here, half that on 2 workers
+    clock = {"now": -1.0}
+
+    def tick() -> float:
+        clock["now"] += 1
+        return clock["now"]
+
+    monkeypatch.setattr("merbench.executors.time.thread_time", tick)
+    store = tmp_path / "r.sqlite"
+    shipped, probas = [], []
+    for start_cost in (2.0, 1.0):
+        clock["now"] = -1.0
+        monkeypatch.setattr("merbench.executors.POOL_START_SECONDS", start_cost)
+        executor = Recording()
+        result = merbench.run(protocol="synthetic-loso", method="test-small",
+                              dataset_params=tiny, store=store, executor=executor, rerun=True)
+        shipped.append(executor.tasks)
+        probas.append(_probas(store, result.run_id))
+    # a start of 2 s is never saved (1.5 s at best): all here; one of 1 s is after fold 1
+    assert shipped == [0, 3]
+    assert probas[0] == probas[1]
+    executor = Recording()
+    executor.started = True  # type: ignore[misc]  # workers already running: all go there
+    merbench.run(protocol="synthetic-loso", method="test-small", dataset_params=tiny,
+                 store=store, executor=executor, rerun=True)
+    assert executor.tasks == 8 + 4  # preprocessing chunks and folds
 
 
 def test_auto_keeps_a_plugin_the_workers_cannot_import_here(tmp_path: Path, tiny,
