@@ -125,10 +125,11 @@ class Synthetic(Dataset):
         self.amplitude = tuple(amplitude)
         self.jitter, self.flicker, self.noise, self.appearance = jitter, flicker, noise, appearance
         names = CLASS_SETS[classes]
-        self.fingerprint = fingerprint = (f"synthetic-v{GENERATOR_VERSION} subjects={subjects} cpc={clips_per_class} "
-                       f"classes={classes} size={size} frames={frames} seed={seed} "
-                       f"amp={self.amplitude} jitter={jitter} flicker={flicker} noise={noise} "
-                       f"appearance={appearance}")
+        self.fingerprint = fingerprint = (
+            f"synthetic-v{GENERATOR_VERSION} subjects={subjects} cpc={clips_per_class} "
+            f"classes={classes} size={size} frames={frames} seed={seed} "
+            f"amp={self.amplitude} jitter={jitter} flicker={flicker} noise={noise} "
+            f"appearance={appearance}")
         samples = []
         for s in range(1, subjects + 1):
             for label in names:
