@@ -264,8 +264,8 @@ def execute(plans: Sequence[RunPlan], executor: Executor | None = None,
                                             batch.plan.device,
                                             batch.plan.progress and not batch.remote))
                 owners[batch.remote].append((batch, job))
-        # the workers' folds (under auto, in the driver while they prove quick), then the
-        # driver's own (cheap or big models; see fold_placement)
+        # the workers' folds (auto: in the driver until the workers would save more than
+        # their start, see map_driver_first), then the driver's own (cheap or big models)
         streams = []
         if tasks[True]:
             streams.append((True, map_driver_first(ex, run_fold, tasks[True]) if ex.auto
@@ -304,7 +304,7 @@ def execute(plans: Sequence[RunPlan], executor: Executor | None = None,
 
 
 def _in_turn(streams: Sequence[tuple[bool, Iterator[tuple[int, Any]]]]
-                ) -> Iterator[tuple[bool, int, Any]]:
+             ) -> Iterator[tuple[bool, int, Any]]:
     """The results of each stream in turn: (stream key, task index, result)."""
     for key, stream in streams:
         for i, result in stream:
