@@ -39,11 +39,13 @@ def names(kind: str) -> list[str]:
 
 def _build(kind: str, name: str, params: dict[str, Any]) -> Any:
     from .plugins import entry
-    from .methods import check_params
+    from .methods import check_params, config_errors
 
     factory = entry(kind, name).factory
     check_params(factory, params, f"{kind} {name!r}")
-    return factory(**params)
+    with config_errors(f"{kind} {name!r}", {k: v for k, v in params.items() if k != "root"},
+                       "fix the parameter values"):
+        return factory(**params)
 
 
 def dataset(name: str, root: str | None = None, **params: Any) -> Dataset:

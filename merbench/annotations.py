@@ -9,7 +9,6 @@ templates such as ``CASME2_RAW_selected/{subject}/{clip}``.
 """
 from __future__ import annotations
 
-import csv
 import fnmatch
 import logging
 import os
@@ -18,9 +17,10 @@ import string
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence, cast
 
-from .datasets import Dataset, Erratum
+from .datasets import Dataset, Erratum, LabelSpace
 from .errors import ConfigError, DataError
 from .ids import cell_text, normalise_clip, normalise_id, normalise_subject
+from .textio import csv_rows, read_text
 from .types import Clip, Sample
 from .video import index_frames
 
@@ -110,9 +110,8 @@ def _raw_rows(path: Path, sheet: str | None) -> list[tuple[Any, ...]]:
             return [tuple(r) for r in ws.iter_rows(values_only=True)]
         finally:
             book.close()
-    if path.suffix.lower() == ".csv":
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            return [tuple(r) for r in csv.reader(fh)]
+    if path.suffix.lower() == ".csv":  # UTF-8 (BOM or not) or UTF-16, fields of any length
+        return [tuple(r) for r in csv_rows(read_text(path, "annotation file"), str(path))]
     raise DataError(f"{path}: unsupported annotation format {path.suffix!r}",
                     "use the release's .xlsx or .csv file")
 
@@ -139,7 +138,8 @@ def read_table(path: Path, columns: Mapping[str, Sequence[str]], *,
     case- and space-insensitively); the header row is the first row that holds all required
     columns (SAMM's is row 14). A headerless table (CAS(ME)^2's csv) is read by position with
     ``positional`` names; a first row that repeats those names is skipped. Every record carries
-    ``_row``, its 1-based row number, for messages only. Empty rows are skipped.
+    ``_row``, its 1-based row number, and ``_table`` (``where``), for messages only. Empty rows
+    are skipped.
     """
     where = where or path.name
     rows = _raw_rows(path, sheet)
@@ -154,10 +154,13 @@ def read_table(path: Path, columns: Mapping[str, Sequence[str]], *,
     else:
         wanted = {n: {_key(a) for a in aliases} for n, aliases in columns.items()}
         required = [n for n in columns if n not in optional]
-        start = -1
+        start, best, best_row = -1, 0, -1
         for i, row in enumerate(rows[:100]):
             keys = [_key(c) for c in row]
-            if all(any(k in wanted[n] for k in keys) for n in required):
+            found = sum(any(k in wanted[n] for k in keys) for n in required)
+            if found > best:
+                best, best_row = found, i
+            if found == len(required):
                 for n in columns:
                     hits = [j for j, k in enumerate(keys) if k in wanted[n]]
                     if hits:
@@ -165,6 +168,15 @@ def read_table(path: Path, columns: Mapping[str, Sequence[str]], *,
                 start = i + 1
                 break
         if start < 0:
+            if best >= 2:  # a header row missing some columns (renamed, deleted)
+                keys = {_key(c) for c in rows[best_row]}
+                lost = [n for n in required if not keys & wanted[n]]
+                raise DataError(f"{where}: the header row (row {best_row + 1}) of {path} has no "
+                                f"column {' or '.join(map(repr, columns[lost[0]]))}"
+                                + (f" (nor {', '.join(repr(columns[n][0]) for n in lost[1:])})"
+                                   if len(lost) > 1 else ""),
+                                "restore the release's column names, or pass annotation= with "
+                                "the release's file")
             need = ", ".join(repr(columns[n][0]) for n in required)
             raise DataError(f"{where}: no header row with columns {need} in {path}",
                             "is this the release's annotation file? pass annotation= otherwise")
@@ -176,6 +188,7 @@ def read_table(path: Path, columns: Mapping[str, Sequence[str]], *,
         for n in columns:
             record.setdefault(n, None)
         record["_row"] = number
+        record["_table"] = where
         records.append(record)
     return records
 
@@ -196,6 +209,35 @@ def frame_number(value: Any, where: str, field: str) -> int:
 
 
 # -- errata ---------------------------------------------------------------------------------
+def unique_records(records: Sequence[Record], key: Callable[[Record], str]) -> dict[str, Record]:
+    """Records by sample id; two rows for one sample (also ``1`` and ``01`` spellings of one
+    subject) are a DataError naming both rows, never a silent last-row-wins."""
+    by_id: dict[str, Record] = {}
+    for record in records:
+        sid = key(record)
+        if sid in by_id:
+            first = by_id[sid]
+            spelt = {text(first.get("subject")), text(record.get("subject"))}
+            how = f" (subject written {' and '.join(repr(s) for s in sorted(spelt))})" \
+                if len(spelt) > 1 else ""
+            raise DataError(f"{record.get('_table') or 'annotation file'}: rows "
+                            f"{first.get('_row')} and {record.get('_row')} both describe "
+                            f"{sid}{how}", "delete the duplicate row, or add an erratum to "
+                            "the dataset plugin that drops one of them")
+        by_id[sid] = record
+    return by_id
+
+
+def path_field(value: Any, where: str, field: str) -> str:
+    """A cell that becomes one component of a frames path: a plain name, never ``..``, a
+    separator or an absolute path (which would read frames outside the release root)."""
+    raw = text(value)
+    if raw in ("", ".", "..") or "/" in raw or "\\" in raw or os.path.isabs(raw) or "\0" in raw:
+        raise DataError(f"{where}: {field} {raw!r} is not a plain name: frames are read only "
+                        "from inside the release root", "fix the cell in the annotation file")
+    return raw
+
+
 def _same(a: Any, b: Any) -> bool:
     return text(a) == text(b)
 
@@ -208,9 +250,7 @@ def apply_errata(records: Sequence[Record], errata: Sequence[Erratum],
     release) is not applied and not listed. Field ``drop`` removes the sample. Returns the
     corrected records (each with ``_errata``: the fields changed) and the errata applied.
     """
-    by_id: dict[str, Record] = {}
-    for record in records:
-        by_id[key(record)] = dict(record, _errata=())
+    by_id = {sid: dict(record, _errata=()) for sid, record in unique_records(records, key).items()}
     applied: list[Erratum] = []
     for erratum in errata:
         record = by_id.get(erratum.sample_id)
@@ -236,6 +276,7 @@ _MEGC2019 = {"negative": "negative", "repression": "negative", "anger": "negativ
              "contempt": "negative", "disgust": "negative", "fear": "negative",
              "sadness": "negative", "sad": "negative", "positive": "positive",
              "happiness": "positive", "happy": "positive", "surprise": "surprise"}
+_OTHERS = {"others", "other"}  # the "none of the six" label, left out of MEGC2019 on purpose
 OBJECTIVE_CLASSES = ("I", "II", "III", "IV", "V", "VI", "VII")
 
 
@@ -244,16 +285,24 @@ def native_label(value: Any) -> str:
     return text(value).lower()
 
 
-def megc2019_space(labels: Iterable[str], drop: Iterable[str] = ()) -> dict[str, str | None]:
+def megc2019_space(labels: Iterable[str], drop: Iterable[str] = ()) -> LabelSpace:
     """MEGC2019 3 classes: negative = repression, anger, contempt, disgust, fear, sadness;
-    positive = happiness; surprise = surprise; anything else (others) and ``drop`` -> None."""
+    positive = happiness; surprise = surprise; others (other) and ``drop`` -> None. Any other
+    label (misspelt, empty) -> None too, and is listed as unknown."""
     dropped = set(drop)
-    return {lab: None if lab in dropped else _MEGC2019.get(lab) for lab in labels}
+    mapping = {lab: None if lab in dropped else _MEGC2019.get(lab) for lab in labels}
+    known = set(_MEGC2019) | dropped | _OTHERS
+    return LabelSpace(mapping, unknown=[lab for lab in mapping if lab not in known])
 
 
-def subset_space(labels: Iterable[str], classes: Sequence[str]) -> dict[str, str | None]:
-    """Keep the labels that are one of ``classes``; drop the rest (e.g. CASME II 5 classes)."""
-    return {lab: lab if lab in classes else None for lab in labels}
+def subset_space(labels: Iterable[str], classes: Sequence[str],
+                 drop: Iterable[str] = ()) -> LabelSpace:
+    """Keep the labels that are one of ``classes``; leave out the ``drop`` labels (e.g. CASME
+    II's 5 classes leave out fear and sadness). Any other label -> None, listed as unknown."""
+    dropped = set(drop)
+    mapping = {lab: lab if lab in classes else None for lab in labels}
+    return LabelSpace(mapping, unknown=[lab for lab in mapping
+                                        if lab not in classes and lab not in dropped])
 
 
 def objective_class(value: Any, where: str) -> str:
@@ -325,8 +374,13 @@ def _resolve_case(path: Path, root: Path) -> Path:
     return current
 
 
-def clip_folder(root: Path, template: str, fields: Mapping[str, Any]) -> Path:
-    return _resolve_case(root / template.format_map(dict(fields)), root)
+def clip_folder(root: Path, template: str, fields: Mapping[str, Any], where: str = "") -> Path:
+    """The frames folder of one sample: ``template`` filled with ``fields``, each a plain name
+    (:func:`path_field`), so annotation cells cannot lead out of the release root."""
+    used = set(template_fields(template))
+    values = {k: path_field(v, where or "annotation", k) if k in used else v
+              for k, v in fields.items()}
+    return _resolve_case(root / template.format_map(values), root)
 
 
 def discover(root: Path, template: str) -> list[tuple[Path, dict[str, str]]]:
@@ -386,6 +440,23 @@ class ReleaseDataset(Dataset):
         self.layout = layout
         self.annotation = annotation
 
+    def notes(self) -> list[str]:
+        """Facts `merbench data check` shows without failing: clip folders that symlinks
+        inside the release lead outside its root (frames are read there)."""
+        if self.root is None:
+            return []
+        root = self.root.resolve()
+        outside = []
+        for s in self.samples:
+            path = Path(s.path) if s.path else None
+            if path is not None and path.exists() and not path.resolve().is_relative_to(root):
+                outside.append((path, path.resolve()))
+        if not outside:
+            return []
+        return [f"{len(outside)} clip folder(s) lead outside the release root {self.root} "
+                f"through symlinks (e.g. {outside[0][0]} -> {outside[0][1]}); their frames are "
+                "read there"]
+
     def labelled(self, space: str = "native") -> list[Sample]:
         if space not in self.field_spaces:
             return super().labelled(space)
@@ -408,9 +479,9 @@ class ReleaseDataset(Dataset):
                             "restore the clip's frames from the release")
         return super().load(sample)
 
-    def check(self, sample: Sample) -> list[str]:
+    def check(self, sample: Sample, face: Any = None) -> list[str]:
         return [p if p.startswith(sample.id) else f"{sample.id}: {p}"
-                for p in super().check(sample)]
+                for p in super().check(sample, face)]
 
 
 def make_sample(name: str, record: Record, subject: str, clip: str, label: str, path: Path,
@@ -447,8 +518,10 @@ def release_samples(name: str, records: Sequence[Record], errata: Sequence[Errat
     samples = []
     for r in records:
         subject, clip = subject_id(name, r["subject"]), clip_id(name, r["clip"])
+        where = f"{r.get('_table') or name} row {r.get('_row')}"
         samples.append(make_sample(name, r, subject, clip, native_label(r["emotion"]),
-                                   base / template.format(subject=subject, clip=clip)))
+                                   clip_folder(base, template, {"subject": subject, "clip": clip},
+                                               where)))
     return samples, applied
 
 

@@ -144,6 +144,10 @@ class Model(Configurable):
     def predict(self, X: np.ndarray) -> np.ndarray:
         return np.asarray(self.predict_proba(X)).argmax(axis=1)
 
+    def validate(self) -> None:
+        """Check parameter values that ``__init__`` leaves to ``fit`` (e.g. those of a wrapped
+        scikit-learn estimator); called once when a method is resolved, before any work."""
+
     def input_shape(self, X: np.ndarray) -> tuple[int, ...]:
         """The per-sample shape the fitted state is built for (what ``set_state`` needs)."""
         return tuple(np.shape(X)[1:])

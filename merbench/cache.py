@@ -3,7 +3,8 @@
 The key is a SHA-256 of everything that determines the array: the sample id and source facts,
 the step chain (names, versions, full parameters) and the providing plugins' versions. Each
 entry is an ``.npy`` file written atomically beside a JSON sidecar holding its checksum; a
-corrupt or truncated entry is detected on read, dropped and recomputed.
+corrupt or truncated entry is detected on read, dropped and recomputed. A cache that cannot be
+written (disk full, read-only) degrades to no caching with one warning; it never stops a run.
 """
 from __future__ import annotations
 
@@ -14,12 +15,15 @@ import logging
 import os
 from pathlib import Path
 
-from .atomic import write_bytes
 from typing import Any, Callable
+
+from .atomic import make_dir, remove_leftovers, write_bytes
+from .errors import DataError
 
 import numpy as np
 
 log = logging.getLogger(__name__)
+_UNWRITABLE: set[str] = set()  # cache roots this process found unwritable (warned once)
 
 
 def default_cache_dir() -> Path:
@@ -68,22 +72,41 @@ class Cache:
         except Exception as exc:  # noqa: BLE001 - any damage means: recompute
             log.warning("cache entry %s is corrupt (%s); recomputing", key[:12], exc)
             for p in (data_path, meta_path):
-                p.unlink(missing_ok=True)
+                try:
+                    p.unlink(missing_ok=True)
+                except OSError:  # a read-only cache keeps it
+                    pass
             return None
         return array, meta
 
     def put(self, key: str, array: np.ndarray, info: dict[str, Any] | None = None) -> None:
-        if not self.enabled:
+        if not self.enabled or str(self.root) in _UNWRITABLE:
             return
         data_path, meta_path = self._paths(key)
-        data_path.parent.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()
         np.save(buf, np.asarray(array), allow_pickle=False)
         raw = buf.getvalue()
         meta = {"sha256": hashlib.sha256(raw).hexdigest(), "shape": list(np.shape(array)),
                 "dtype": str(np.asarray(array).dtype), **(info or {})}
-        write_bytes(data_path, raw)
-        write_bytes(meta_path, json.dumps(meta, default=str).encode())
+        try:
+            make_dir(data_path.parent, "cache folder")
+            write_bytes(data_path, raw)
+            write_bytes(meta_path, json.dumps(meta, default=str).encode())
+        except DataError as exc:  # a full or read-only cache: go on without it
+            _UNWRITABLE.add(str(self.root))
+            if not meta_path.exists():  # an array without its sidecar is never read: free it
+                try:
+                    data_path.unlink(missing_ok=True)
+                except OSError:
+                    pass
+            log.warning("%s; continuing without the preprocessing cache", exc.problem)
+
+    def remove_leftovers(self) -> int:
+        """Remove the temporary files of cache writes that a kill interrupted."""
+        arrays = self.root / "arrays"
+        if not self.enabled or not arrays.is_dir():
+            return 0
+        return remove_leftovers([arrays] + [p for p in arrays.iterdir() if p.is_dir()])
 
     def get_or_compute(self, parts: Any, compute: Callable[[], np.ndarray],
                        info: dict[str, Any] | None = None) -> np.ndarray:

@@ -23,15 +23,19 @@ def check_n_key(n_key: Any, step: str) -> None:
                           "use e.g. n_key=5 (the seed's value)")
 
 
+MAX_SIZE = 4096  # pixels per side: larger outputs are a typo, not a method
+
+
 def check_size(size: Any, step: str, allow_none: bool = True) -> None:
-    """``size`` is an int (square) or (height, width); None keeps the input size."""
+    """``size`` is an int (square) or (height, width) of 1..MAX_SIZE; None keeps the input
+    size."""
     if size is None and allow_none:
         return
     parts = size if isinstance(size, (tuple, list)) else (size,)
-    if len(parts) not in (1, 2) or any(isinstance(p, bool) or not isinstance(p, int) or p < 1
-                                       for p in parts):
-        raise ConfigError(f"step {step!r}: size must be a positive int or (height, width), "
-                          f"got {size!r}", "use e.g. size=128")
+    if len(parts) not in (1, 2) or any(isinstance(p, bool) or not isinstance(p, int)
+                                       or not 1 <= p <= MAX_SIZE for p in parts):
+        raise ConfigError(f"step {step!r}: size must be a positive int (at most {MAX_SIZE}) or "
+                          f"(height, width), got {size!r}", "use e.g. size=128")
 
 
 def resize_image(image: np.ndarray, size: int | tuple[int, int] | list[int] | None) -> np.ndarray:

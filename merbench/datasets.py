@@ -2,18 +2,37 @@
 
 A label space maps a native label to a class name, or to ``None`` to drop the sample
 (e.g. 'others' in the MEGC2019 space). Dataset plugins subclass :class:`Dataset` or just
-build one from a list of samples.
+build one from a list of samples. Nothing is dropped without a word: :meth:`Dataset.dropped`
+names the samples a space leaves out, and a :class:`LabelSpace` tells the labels it leaves out
+on purpose from those it does not know (a misspelt or empty emotion cell), which
+``merbench data check`` reports as problems and a run warns about.
 """
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import DataError, UnknownNameError
+from .errors import DataError, MerbenchError, UnknownNameError
 from .types import Clip, Sample
+
+log = logging.getLogger(__name__)
+
+MIN_FRAME_SIDE = 32  # smaller frames are placeholders, not face video (`merbench data check`)
+
+
+class LabelSpace(dict):  # type: ignore[type-arg]
+    """A label space (native label -> class, or None to leave the sample out) that also knows
+    which of the labels it leaves out it does not recognise (``unknown``): a misspelt or
+    empty emotion, a SMIC folder named ``joy/``. Those are data problems, not a protocol's
+    choice."""
+
+    def __init__(self, mapping: Mapping[str, str | None], unknown: Iterable[str] = ()) -> None:
+        super().__init__(mapping)
+        self.unknown = frozenset(unknown)
 
 
 class Dataset:
@@ -27,9 +46,15 @@ class Dataset:
                  classes: Mapping[str, Sequence[str]] | None = None) -> None:
         self.name = name or self.name
         self.samples: list[Sample] = list(samples)
-        spaces = {"native": {s.label: s.label for s in self.samples}}
-        spaces.update({k: dict(v) for k, v in (label_spaces or {}).items()})
-        self.label_spaces: dict[str, dict[str, str | None]] = spaces
+        # an empty label is no class, in any space
+        spaces: dict[str, Mapping[str, str | None]] = {"native": LabelSpace(
+            {s.label: s.label or None for s in self.samples},
+            unknown=[""] if any(not s.label for s in self.samples) else [])}
+        spaces.update(label_spaces or {})
+        self.label_spaces: dict[str, dict[str, str | None]] = {k: dict(v)
+                                                               for k, v in spaces.items()}
+        self._unknown = {k: set(getattr(v, "unknown", ())) | ({""} & set(v))
+                         for k, v in spaces.items()}
         self._classes = {k: list(v) for k, v in (classes or {}).items()}
         ids = Counter(s.id for s in self.samples)
         dupes = [i for i, n in ids.items() if n > 1]
@@ -73,11 +98,48 @@ class Dataset:
                     label=cls, meta=s.meta + (("native_label", s.label),)))
         return out
 
+    def dropped(self, space: str = "native") -> dict[str, list[str]]:
+        """The samples ``space`` leaves out: native label -> their sample ids."""
+        mapping = self._mapping(space)
+        out: dict[str, list[str]] = {}
+        for s in self.samples:
+            if mapping.get(s.label, s.label) is None:
+                out.setdefault(s.label, []).append(s.id)
+        return out
+
+    def unknown_labels(self, space: str = "native") -> set[str]:
+        """Labels ``space`` leaves out because it does not recognise them (not on purpose)."""
+        self._mapping(space)
+        return set(self._unknown.get(space, ()))
+
+    def label_problems(self) -> list[str]:
+        """One line per sample whose label some space does not recognise (misspelt, empty)."""
+        spaces: dict[str, list[str]] = {}
+        for space in self.label_spaces:
+            for label in self.unknown_labels(space):
+                spaces.setdefault(label, []).append(space)
+        problems = []
+        for s in self.samples:
+            if s.label in spaces:
+                what = "empty label" if not s.label else f"label {s.label!r} is unknown"
+                problems.append(f"{s.id}: {what}: label space(s) {', '.join(spaces[s.label])} "
+                                "leave it out")
+        return problems
+
     def summary(self, space: str = "native") -> dict[str, Any]:
+        """Counts of ``space``; ``left_out`` (native label -> count) and ``unknown`` (label ->
+        sample ids, for labels the space does not recognise) when it leaves samples out."""
         samples = self.labelled(space)
         counts = Counter(s.label for s in samples)
-        return {"samples": len(samples), "subjects": len({s.subject for s in samples}),
-                "classes": {c: counts.get(c, 0) for c in self.classes(space)}}
+        out: dict[str, Any] = {"samples": len(samples),
+                               "subjects": len({s.subject for s in samples}),
+                               "classes": {c: counts.get(c, 0) for c in self.classes(space)}}
+        dropped = self.dropped(space)
+        if dropped:
+            unknown = self.unknown_labels(space)
+            out["left_out"] = {lab: len(ids) for lab, ids in sorted(dropped.items())}
+            out["unknown"] = {lab: ids for lab, ids in sorted(dropped.items()) if lab in unknown}
+        return out
 
     def load(self, sample: Sample) -> Clip | np.ndarray:
         """The raw input of a sample: a lazily read Clip (or an array for precomputed inputs)."""
@@ -85,20 +147,41 @@ class Dataset:
 
         return load_clip(sample)
 
-    def check(self, sample: Sample) -> list[str]:
-        """Problems that would corrupt a benchmark for one sample (used by `merbench data check`)."""
-        problems = []
-        if sample.onset is not None and sample.offset is not None and sample.apex is not None \
-                and not sample.onset <= sample.apex <= sample.offset:
-            problems.append(f"{sample.id}: apex {sample.apex} outside onset..offset "
-                            f"{sample.onset}..{sample.offset}")
+    def fingerprint(self, sample: Sample) -> Any:
+        """A cheap fingerprint of the files ``load(sample)`` reads (part of the cache key):
+        size and modification times of the clip's frame files or video, without reading
+        them. A dataset whose samples come from elsewhere overrides this."""
+        from .video import fingerprint, source_files
+
+        return fingerprint(source_files(sample))
+
+    def check(self, sample: Sample, face: Callable[[Clip], Any] | None = None) -> list[str]:
+        """Problems that would make a run fail or go wrong for one sample (`merbench data
+        check`): annotations, every frame readable and of one size, frames large enough to
+        hold a face, and with ``face`` (a face-crop step) a face found on the onset frame.
+        Each problem is one line, reported once."""
         try:
             clip = self.load(sample)
-            if isinstance(clip, Clip):
-                clip.frames  # noqa: B018 - reading is the check
-        except DataError as exc:
-            problems.append(str(exc))
-        return problems
+            if not isinstance(clip, Clip):
+                return []
+            clip.validate()
+            shape = None
+            for k, frame in enumerate(clip.iter_frames()):  # streamed: long clips too
+                if shape is None:
+                    shape = frame.shape
+                    if min(shape[:2]) < MIN_FRAME_SIDE:
+                        return [f"{sample.id}: frames are {shape[1]}x{shape[0]} pixels, too "
+                                f"small to hold a face (placeholder frames?; at least "
+                                f"{MIN_FRAME_SIDE}x{MIN_FRAME_SIDE} expected)"]
+                elif frame.shape != shape:
+                    number = clip.frame_numbers[k] if clip.frame_numbers else k
+                    return [f"{sample.id}: frame {number} is {frame.shape[1]}x{frame.shape[0]}, "
+                            f"the first frame is {shape[1]}x{shape[0]}"]
+            if face is not None:
+                face(clip)
+        except MerbenchError as exc:
+            return [str(exc) if str(exc).startswith(sample.id) else f"{sample.id}: {exc}"]
+        return []
 
 
 class DatasetView(Dataset):
@@ -113,6 +196,9 @@ class DatasetView(Dataset):
 
     def load(self, sample: Sample) -> Clip | np.ndarray:
         return self.source.load(sample)
+
+    def fingerprint(self, sample: Sample) -> Any:
+        return self.source.fingerprint(sample)
 
 
 @dataclass(frozen=True)

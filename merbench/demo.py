@@ -55,4 +55,8 @@ def run_demo(store: str | Path | None = None, output: str | Path | None = None,
     if output:
         for path in write_tables(rows, output, PROTOCOL):
             echo(f"wrote {path}")
+    from .site import write_site
+
+    site = Path(output) / "site" if output else Path(st.path).parent / "site"
+    echo(f"wrote {write_site(st, site, PROTOCOL)[0]} (the leaderboard site; open it in a browser)")
     return render(rows, "md")

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .atomic import atomic_path
+from .atomic import atomic_path, make_dir
 from .errors import CheckpointError, DataError
 from .methods import Method
 from .types import Sample
@@ -38,8 +38,10 @@ def _to_numpy(state: Mapping[str, Any]) -> dict[str, Any]:
 def train(method: str, dataset: str, root: str | None = None, labels: str = "native",
           overrides: Mapping[str, Any] | None = None, dataset_params: Mapping[str, Any] | None = None,
           seed: int = 0, device: str = "auto", output: str | Path = "model.pt",
-          cache_dir: str | None = None, workers: int = 1) -> dict[str, Any]:
-    """Fit ``method`` on every sample of ``dataset`` (label space ``labels``); save a checkpoint."""
+          cache_dir: str | None = None, workers: int = 1, progress: bool = False
+          ) -> dict[str, Any]:
+    """Fit ``method`` on every sample of ``dataset`` (label space ``labels``); save a checkpoint.
+    ``progress``: progress bars on a terminal (deep models log epoch lines either way)."""
     import torch
 
     from . import __version__
@@ -60,7 +62,8 @@ def train(method: str, dataset: str, root: str | None = None, labels: str = "nat
     if absent:
         raise DataError(f"{dataset}: no sample of class {absent[0]!r} in label space {labels!r}",
                         "choose a label space whose classes all have samples")
-    model = meth.build_model(num_classes=len(classes), seed=seed, device=device)
+    model = meth.build_model(num_classes=len(classes), seed=seed, device=device,
+                             progress=progress)
     model.fit(X, y, groups=np.array([s.group for s in kept]))
     input_shape = model.input_shape(X)
     ckpt = {"format": FORMAT, "merbench": __version__, "method": meth.name,
@@ -86,7 +89,9 @@ def load(path: str | Path) -> tuple[Method, Any, dict[str, Any]]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(f"{path} is not a merbench checkpoint: {exc}",
+        from .training import load_failure
+
+        raise CheckpointError(f"{path} is not a merbench checkpoint: {load_failure(exc)}",
                               "make one with `merbench train`") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a merbench checkpoint ({FORMAT})",
@@ -131,14 +136,46 @@ def clip_sample(path: str | Path, onset: int | None = None, apex: int | None = N
                   apex_estimated=apex is None, path=str(path))
 
 
-def predict(checkpoint: str | Path, clip: str | Path, onset: int | None = None,
-            apex: int | None = None, offset: int | None = None) -> dict[str, Any]:
-    """Class probabilities for one new clip, through the checkpoint's own preprocessing."""
+def open_input(clip: str | Path, onset: int | None = None, apex: int | None = None,
+               offset: int | None = None, data_root: str | None = None,
+               data_params: Mapping[str, Any] | None = None) -> tuple[Sample, Any]:
+    """(sample, raw input) for a frames folder or video file, or for a sample id
+    ``dataset/subject/clip`` of a registered dataset (read with its annotated onset, apex and
+    offset; ``data_root`` / ``data_params`` open the dataset)."""
     from .video import load_clip
 
-    meth, model, ckpt = load(checkpoint)
+    text = str(clip)
+    parts = text.split("/")
+    if not Path(text).exists() and len(parts) == 3 and all(parts):
+        from . import dataset as open_dataset
+        from .plugins import registry
+
+        if parts[0] in registry()["dataset"]:
+            params = dict(data_params or {})
+            ds = open_dataset(parts[0], root=data_root, **params) if data_root else \
+                open_dataset(parts[0], **params)
+            by_id = {s.id: s for s in ds.samples}
+            if text not in by_id:
+                import difflib
+
+                close = difflib.get_close_matches(text, by_id, n=1)
+                raise DataError(f"no sample {text!r} in dataset {parts[0]!r}",
+                                f"did you mean {close[0]}?" if close else
+                                f"e.g. {next(iter(by_id), '(none)')}")
+            sample = by_id[text]
+            return sample, ds.load(sample)
     sample = clip_sample(clip, onset, apex, offset)
-    x = meth.preprocess(load_clip(sample))
+    return sample, load_clip(sample)
+
+
+def predict(checkpoint: str | Path, clip: str | Path, onset: int | None = None,
+            apex: int | None = None, offset: int | None = None, data_root: str | None = None,
+            data_params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Class probabilities for one new clip (or a dataset's sample by id, see
+    :func:`open_input`), through the checkpoint's own preprocessing."""
+    meth, model, ckpt = load(checkpoint)
+    sample, raw = open_input(clip, onset, apex, offset, data_root, data_params)
+    x = meth.preprocess(raw)
     proba = np.asarray(model.predict_proba(x[None]))[0]
     labels = ckpt["labels"]
     return {"clip": str(clip), "method": meth.name, "prediction": labels[int(np.argmax(proba))],
@@ -149,16 +186,21 @@ def predict(checkpoint: str | Path, clip: str | Path, onset: int | None = None,
 
 def explain(checkpoint: str | Path, clip: str | Path, out_dir: str | Path,
             onset: int | None = None, apex: int | None = None,
-            offset: int | None = None) -> list[Path]:
-    """Save a model's explanations (e.g. CropNet's Grad-CAM overlays and position-embedding
-    similarity) for one new clip as PNG files; models without ``explain`` are refused."""
-    from .video import load_clip
-
-    meth, model, _ = load(checkpoint)
-    if not hasattr(model, "explain"):
-        raise CheckpointError(f"model {meth.model_name!r} offers no explanations",
-                              "use a model with an explain() method, e.g. cropnet")
-    sample = clip_sample(clip, onset, apex, offset)
-    x = meth.preprocess(load_clip(sample))
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    return list(model.explain(x[None], out_dir, names=[Path(clip).stem]))
+            offset: int | None = None, data_root: str | None = None,
+            data_params: Mapping[str, Any] | None = None) -> list[Path]:
+    """Save a model's explanations for one new clip as PNG files: every deep model's Grad-CAM
+    figure (input beside overlay, titled with the predicted class name and probability, colour
+    bar), plus what a model adds (e.g. CropNet's position-embedding similarity). Models without
+    ``explain(X, out_dir, ...)`` are refused."""
+    meth, model, ckpt = load(checkpoint)
+    if not callable(getattr(model, "explain", None)):
+        raise CheckpointError(
+            f"model {meth.model_name!r} (method {meth.name!r}) offers no explanations: it has "
+            "no explain(X, out_dir) method", "explain a deep model (every TorchClassifier has "
+            "Grad-CAM, e.g. flow-ststnet, flow-dual-inception, ars-cropnet), or implement "
+            "explain() in its plugin (see README, Writing a plugin)")
+    sample, raw = open_input(clip, onset, apex, offset, data_root, data_params)
+    x = meth.preprocess(raw)
+    make_dir(out_dir, "output folder")
+    return [Path(p) for p in model.explain(x[None], out_dir, names=[Path(sample.clip).stem],
+                                           labels=list(ckpt["labels"]))]

@@ -5,8 +5,10 @@ index, result)`` as tasks finish, so the driver stores each finished fold at onc
 only writer of the results store (an interrupted run keeps what finished). Large arrays every
 task of a run reads (the preprocessed inputs) go through :meth:`Executor.share` once; tasks
 carry the returned handle, which the worker resolves: the array itself in-process, a temporary
-.npy that workers memory-map for local processes. A cluster executor implements the same
-methods (``share``, ``map``, ``release``, ``close``).
+.npy that workers memory-map for local processes, an object in Ray's object store
+(:class:`RayExecutor`, imported only when chosen: ``pip install "merbench[ray]"``). With
+``map(..., errors=True)`` a failed task is yielded as a :class:`TaskFailure` and the other tasks
+go on (a grid isolates a run's failure from the other runs).
 
 ``--workers auto`` (the default) is one worker process per physical core, started only when a
 run has work that gains from it: folds of small deep models (``Model.parallel_folds``), one
@@ -18,14 +20,15 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import importlib
 import logging
 import math
 import multiprocessing
 import os
+import platform
 import shutil
 import signal
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +36,8 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .errors import CheckpointError, ConfigError
+from .atomic import temp_dir
+from .errors import CheckpointError, ConfigError, MerbenchError
 from .methods import Method
 from .store import now
 from .types import Fold
@@ -95,6 +99,7 @@ def run_fold(X: np.ndarray, method: Method, job: FoldJob, num_classes: int, devi
     if getattr(model, "micro_batch_", None):  # samples per forward/backward pass
         info["micro_batch"] = model.micro_batch_
     info["seconds"] = round(time.time() - started, 3)
+    info["host"] = platform.node()  # where it ran (a cluster has many machines)
     info["started"] = started_at
     return proba, info
 
@@ -201,6 +206,9 @@ def fold_placement(parallel: bool, deep: bool, executor: "Executor", ships: bool
     per fold). An ``auto`` executor keeps folds that gain nothing from worker processes
     (cheap or big models) in the driver, and those the workers cannot run (``ships`` false,
     see :func:`shippable`)."""
+    cpus = getattr(executor, "cpus_per_fold", None)
+    if cpus:  # a cluster task's torch threads follow the CPUs it asked for
+        return True, max(1, int(cpus))
     remote = executor.workers > 1 and ((parallel and ships) or not executor.auto)
     # a model without torch: one BLAS thread (its small products gain nothing from more, and
     # spinning BLAS threads waste the cores other folds or other load need)
@@ -213,24 +221,30 @@ POOL_START_SECONDS = 3.0
 
 
 def map_driver_first(executor: "Executor", fn: Callable[..., Any],
-                     tasks: Sequence[tuple[Any, ...]], start_cost: float | None = None
-                     ) -> Iterator[tuple[int, Any]]:
+                     tasks: Sequence[tuple[Any, ...]], start_cost: float | None = None,
+                     errors: bool = False) -> Iterator[tuple[int, Any]]:
     """Like ``executor.map``, for an ``auto`` executor whose workers may not be worth their
     start: the tasks run here, one after the other, until the time the rest would still
     take here (the mean task so far × the tasks left) shrinks on the workers by more than
     their start costs (``start_cost``, default :data:`POOL_START_SECONDS`); then the rest
     go to the executor. Started workers cost nothing: everything goes to them at once. So
     a short training (a test, a few epochs) never starts a pool, a long one runs one fold
-    here and the rest side by side."""
+    here and the rest side by side. ``errors`` as in :meth:`Executor.map`."""
     cost = POOL_START_SECONDS if start_cost is None else start_cost
     start = time.thread_time()
     for i, task in enumerate(tasks):
         if executor.started or (i and (time.thread_time() - start) / i * (len(tasks) - i)
                                 * (1 - 1 / executor.workers) > cost):
-            for j, result in executor.map(fn, tasks[i:]):
+            for j, result in executor.map(fn, tasks[i:], errors):
                 yield i + j, result
             return
-        yield i, _call(fn, task)
+        try:
+            result = _call(fn, task)
+        except Exception as exc:
+            if not errors:
+                raise
+            result = TaskFailure(exc)
+        yield i, result
 
 
 # -- executors --------------------------------------------------------------------------------
@@ -254,10 +268,18 @@ class Executor:
     def release(self, handle: Any) -> None:
         """The tasks that read ``handle`` are done."""
 
-    def map(self, fn: Callable[..., Any], tasks: Sequence[tuple[Any, ...]]
-            ) -> Iterator[tuple[int, Any]]:
+    def map(self, fn: Callable[..., Any], tasks: Sequence[tuple[Any, ...]],
+            errors: bool = False) -> Iterator[tuple[int, Any]]:
+        """``(index, fn(*task))`` as tasks finish; the first failure is raised, or with
+        ``errors`` yielded as a :class:`TaskFailure` while the other tasks go on."""
         for index, task in enumerate(tasks):
-            yield index, fn(*task)
+            try:
+                result = fn(*task)
+            except Exception as exc:
+                if not errors:
+                    raise
+                result = TaskFailure(exc)
+            yield index, result
 
     def close(self) -> None:
         """Release workers and temporary files (an executor may serve several runs)."""
@@ -270,6 +292,30 @@ class Executor:
 
 
 SerialExecutor = Executor
+
+
+@dataclass(frozen=True)
+class TaskFailure:
+    """A task that failed, yielded by ``map(..., errors=True)`` in place of its result."""
+
+    error: BaseException
+
+    def __str__(self) -> str:
+        if isinstance(self.error, MerbenchError):
+            return str(self.error)
+        return f"{type(self.error).__name__}: {self.error}"
+
+
+def task_label(fn: Callable[..., Any], task: Sequence[Any]) -> str:
+    """What a task is, for messages: its fold, else a preprocessing chunk."""
+    for arg in task:
+        if isinstance(arg, FoldJob):
+            return f"fold {arg.fold.name}"
+    samples = task[2] if len(task) > 2 and isinstance(task[2], (list, tuple)) else ()
+    first = getattr(samples[0], "id", None) if samples else None
+    if first is not None:
+        return f"preprocessing of {len(samples)} samples from {first}"
+    return f"task {getattr(fn, '__name__', fn)}"
 
 
 @dataclass(frozen=True)
@@ -302,10 +348,12 @@ def _worker_init(runtime_plugins: Mapping[str, str], workers: int) -> None:
     import importlib
 
     from . import training
+    from .logs import worker_setup
     from .plugins import register_plugin
 
     training.MEMORY_SHARE = workers
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    worker_setup()
     for name, module in runtime_plugins.items():  # plugins registered at run time, by import
         register_plugin(importlib.import_module(module), name=name)
 
@@ -346,8 +394,8 @@ class ProcessExecutor(Executor):
 
     def share(self, array: np.ndarray) -> Any:
         """The array as a .npy file that the workers memory-map (removed on release)."""
-        if self._tmp is None:
-            self._tmp = tempfile.mkdtemp(prefix="merbench-")
+        if self._tmp is None:  # named by this process: a later run removes it after a kill -9
+            self._tmp = str(temp_dir("merbench"))
         self._count += 1
         path = Path(self._tmp) / f"X{self._count}.npy"
         np.save(path, array, allow_pickle=False)
@@ -357,13 +405,21 @@ class ProcessExecutor(Executor):
         if isinstance(handle, SharedArray):
             Path(handle.path).unlink(missing_ok=True)
 
-    def map(self, fn: Callable[..., Any], tasks: Sequence[tuple[Any, ...]]
-            ) -> Iterator[tuple[int, Any]]:
+    def map(self, fn: Callable[..., Any], tasks: Sequence[tuple[Any, ...]],
+            errors: bool = False) -> Iterator[tuple[int, Any]]:
         pool = self._get_pool()
         futures = {pool.submit(_call, fn, task): i for i, task in enumerate(tasks)}
+        broken = False
         try:
             for fut in cf.as_completed(futures):
-                yield futures[fut], fut.result()
+                exc = fut.exception() if errors else None
+                if exc is not None:  # with errors: yielded; a dead worker breaks the pool
+                    broken = broken or isinstance(exc, cf.BrokenExecutor)
+                    yield futures[fut], TaskFailure(exc)
+                else:
+                    yield futures[fut], fut.result()
+            if broken:
+                self._terminate()  # the next map starts new workers
         except BaseException:
             for f in futures:
                 f.cancel()
@@ -400,10 +456,309 @@ def parse_workers(workers: int | str) -> int | str:
     return workers
 
 
-def make_executor(workers: int | str = "auto") -> Executor:
-    """``auto``: one worker process per physical core, started only for work that gains from
-    it (serial on one core); 1: serial, in this process; N: N local worker processes."""
+# -- Ray ---------------------------------------------------------------------------------------
+def import_ray() -> Any:
+    """Ray, or one line saying how to install it (it is an optional extra)."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("the Ray executor needs Ray, which is not installed",
+                          'pip install "merbench[ray]"') from None
+    return ray
+
+
+@dataclass(frozen=True)
+class RayShared:
+    """A task's handle on an array the :class:`RayExecutor` put in the object store."""
+
+    key: int
+
+
+_RAY_PLUGINS: set[str] = set()  # run-time plugins this Ray worker process has registered
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """Where a shared array goes back into a Ray task's arguments."""
+
+    position: int
+
+
+def _ray_task(payload: bytes, threads: int, gpus: float, plugins: Mapping[str, tuple[str, str]],
+              *arrays: Any) -> Any:
+    """One Ray task: register the driver's run-time plugins (once per worker process), give
+    torch the CPUs the task asked for (workers are reused by tasks of other sizes) and no GPU
+    unless it asked for one (Ray leaves them visible), then unpickle ``(fn, args)`` (only now:
+    they may name a run-time plugin's classes) and run ``fn(*args)``. Shared arrays arrive as
+    top-level arguments, which Ray resolves to read-only, zero-copy views of the object
+    store."""
+    import pickle
+
+    from .plugins import register_plugin
+
+    if not gpus:  # Ray sets CUDA_VISIBLE_DEVICES for GPU tasks only; keep the others off GPUs
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+    for name, (module, path) in plugins.items():
+        if name not in _RAY_PLUGINS:
+            if path and path not in sys.path:  # a module beside the driver, not installed
+                sys.path.append(path)
+            register_plugin(importlib.import_module(module), name=name)
+            _RAY_PLUGINS.add(name)
+    import torch
+
+    torch.set_num_threads(threads)
+    fn, args = pickle.loads(payload)
+    return fn(*(arrays[a.position] if isinstance(a, _Slot) else a for a in args))
+
+
+def _plugin_paths() -> dict[str, tuple[str, str]]:
+    """Run-time plugins as (module, the sys.path entry it is imported from) for Ray workers,
+    which do not share the driver's sys.path."""
+    from .plugins import runtime_plugin_modules
+
+    out = {}
+    for name, module in runtime_plugin_modules().items():
+        file = getattr(sys.modules.get(module), "__file__", None)
+        root = Path(file).resolve().parent if file else None
+        if root is not None:
+            for _ in range(module.count(".") + (Path(file).name == "__init__.py")):
+                root = root.parent
+        out[name] = (module, str(root) if root is not None else "")
+    return out
+
+
+def _absolute(job: FoldJob) -> FoldJob:
+    """The job with its paths absolute: a worker's working directory is not the driver's."""
+    import dataclasses
+
+    def resolve(path: str | None) -> str | None:
+        return str(Path(path).absolute()) if path else path
+
+    return dataclasses.replace(job, checkpoint=resolve(job.checkpoint),
+                               train_state=resolve(job.train_state))
+
+
+def _death(exc: BaseException) -> str:
+    """Why a Ray task's worker is gone, in a few words."""
+    ray = import_ray()
+    if isinstance(exc, ray.exceptions.OutOfMemoryError):
+        return "out of memory (Ray's memory monitor stopped it; give each fold more memory " \
+               "with a larger --cpus-per-fold)"
+    if isinstance(exc, ray.exceptions.WorkerCrashedError):
+        return "worker died"
+    if isinstance(exc, ray.exceptions.NodeDiedError):
+        return "node lost"
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+class RayExecutor(Executor):
+    """Tasks on a Ray cluster, or on a local Ray instance started for the run.
+
+    Preprocessing chunks and folds become Ray tasks; a shared array is put in the object store
+    once and every task reads it zero-copy. Fold tasks ask for ``cpus_per_fold`` CPUs (torch
+    gets that many threads) and ``gpus_per_fold`` GPUs (fractions share a GPU); preprocessing
+    chunks ask for one CPU, or run in the driver with ``preprocess="driver"`` (when only the
+    driver sees the data). A task whose worker dies (killed, node lost, out of memory) is run
+    again up to ``max_retries`` times, then fails with its fold named; a task that raised is
+    not retried (its error is the user's, the same on every attempt) and its error reaches the
+    driver as it was raised. Results come back to the driver as each task finishes, so the
+    driver stays the only writer of the results store.
+
+    ``address``: None starts a local instance (``num_cpus`` CPUs, default all; RAY_ADDRESS is
+    used when set), "auto" joins the cluster started on this machine with ``ray start``,
+    HOST:PORT joins that one. If Ray is already initialised in this process (a notebook, a
+    test), that session is used and left running."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, *, cpus_per_fold: float = 1.0,
+                 gpus_per_fold: float = 0.0, max_retries: int = 3, preprocess: str = "cluster",
+                 num_cpus: int | None = None) -> None:
+        def number(value: Any) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+        if not number(cpus_per_fold) or cpus_per_fold <= 0:
+            raise ConfigError(f"--cpus-per-fold must be a positive number, got {cpus_per_fold!r}",
+                              "e.g. 1, 4 or 0.5")
+        if not number(gpus_per_fold) or gpus_per_fold < 0:
+            raise ConfigError(f"--gpus-per-fold must be 0 or more, got {gpus_per_fold!r}",
+                              "e.g. 1, 0.5 or 0.25")
+        if gpus_per_fold > 1 and gpus_per_fold != int(gpus_per_fold):
+            raise ConfigError(f"--gpus-per-fold {gpus_per_fold}: above 1 it must be a whole "
+                              "number", "Ray shares a GPU only in fractions of one")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ConfigError(f"--max-retries must be a non-negative integer, got {max_retries!r}")
+        if preprocess not in ("cluster", "driver"):
+            raise ConfigError(f"preprocess must be 'cluster' or 'driver', got {preprocess!r}")
+        import_ray()  # say now, not after planning, that it is missing
+        self.address = address or os.environ.get("RAY_ADDRESS") or None
+        self.cpus_per_fold = float(cpus_per_fold)
+        self.gpus_per_fold = float(gpus_per_fold)
+        self.max_retries = max_retries
+        self.preprocess = preprocess
+        self.num_cpus = num_cpus
+        self._ray: Any = None
+        self._started = False
+        self._remote: Any = None
+        self._objects: dict[int, Any] = {}
+        self._count = 0
+        self._workers: int | None = None
+
+    # -- connection -------------------------------------------------------------------------
+    def _connect(self) -> Any:
+        if self._ray is not None:
+            return self._ray
+        ray = import_ray()
+        if not ray.is_initialized():
+            address = self.address or "local"
+            kwargs: dict[str, Any] = {"address": address, "logging_level": logging.WARNING}
+            if address == "local":
+                kwargs.update(num_cpus=self.num_cpus, include_dashboard=False)
+            # the driver owns the tasks and decides their retries: bound those after an
+            # out-of-memory kill too (some Ray versions retry them for ever: a hang)
+            os.environ.setdefault("RAY_task_oom_retries", str(self.max_retries))
+            try:
+                ray.init(**kwargs)
+            except ConnectionError as exc:
+                raise ConfigError(f"cannot reach a Ray cluster at {address!r}: "
+                                  f"{str(exc).splitlines()[0]}",
+                                  "start one with `ray start --head`, check --ray-address / "
+                                  "RAY_ADDRESS, or leave both out for a local Ray instance"
+                                  ) from None
+            self._started = True
+        self._ray = ray
+        self._remote = ray.remote(_ray_task)
+        self._check_fits()
+        return ray
+
+    @property  # type: ignore[override]
+    def workers(self) -> int:
+        """CPUs in the cluster (sizes preprocessing chunks; at least 2, so per-fold progress
+        bars never run inside workers)."""
+        if self._workers is None:
+            ray = self._connect()
+            self._workers = max(2, int(ray.cluster_resources().get("CPU", 1)))
+        return self._workers
+
+    def _check_fits(self) -> None:
+        """Refuse, before anything runs, tasks no node can run (Ray would wait for such a node
+        for ever): fold tasks, and the one-CPU preprocessing tasks."""
+        nodes = [n.get("Resources", {}) for n in self._ray.nodes() if n.get("Alive")]
+        needs = [(self.cpus_per_fold, self.gpus_per_fold)]
+        if self.preprocess == "cluster":
+            needs.append((1.0, 0.0))
+        for cpus, gpus in needs:
+            if not any(r.get("CPU", 0) >= cpus and r.get("GPU", 0) >= gpus for r in nodes):
+                largest = max(nodes, key=lambda r: (r.get("GPU", 0), r.get("CPU", 0)),
+                              default={})
+                raise ConfigError(
+                    f"no node of the Ray cluster has {cpus:g} CPU(s) and {gpus:g} GPU(s) for "
+                    f"one task (largest node: {largest.get('CPU', 0):g} CPUs, "
+                    f"{largest.get('GPU', 0):g} GPUs)",
+                    "lower --cpus-per-fold / --gpus-per-fold, or add such a node to the cluster")
+        gpus = sum(r.get("GPU", 0) for r in nodes)
+        if gpus and not self.gpus_per_fold:
+            log.warning("the Ray cluster has %g GPUs but folds ask for none: they run on CPUs "
+                        "(--gpus-per-fold 1, or 0.25 to share a GPU, puts them on GPUs)", gpus)
+
+    # -- the executor interface -------------------------------------------------------------
+    def share(self, array: np.ndarray) -> Any:
+        """The array in the object store, put there once; tasks get it zero-copy."""
+        ray = self._connect()
+        self._count += 1
+        self._objects[self._count] = ray.put(array)
+        return RayShared(self._count)
+
+    def release(self, handle: Any) -> None:
+        """Drop the executor's reference: Ray frees the object once no task needs it."""
+        if isinstance(handle, RayShared):
+            self._objects.pop(handle.key, None)
+
+    def map(self, fn: Callable[..., Any], tasks: Sequence[tuple[Any, ...]],
+            errors: bool = False) -> Iterator[tuple[int, Any]]:
+        if not tasks:
+            return
+        folds = any(isinstance(a, FoldJob) for a in tasks[0])
+        if not folds and self.preprocess == "driver":  # only the driver sees the data
+            yield from Executor.map(self, fn, tasks, errors)
+            return
+        ray = self._connect()
+        cpus, gpus = (self.cpus_per_fold, self.gpus_per_fold) if folds else (1.0, 0.0)
+        threads = max(1, int(cpus))
+        plugins = _plugin_paths()
+        pending: dict[Any, int] = {}
+        try:
+            for index, task in enumerate(tasks):
+                shared = [self._objects[a.key] for a in task if isinstance(a, RayShared)]
+                slots = iter(range(len(shared)))
+                args = [_Slot(next(slots)) if isinstance(a, RayShared) else
+                        _absolute(a) if isinstance(a, FoldJob) else a for a in task]
+                payload = ray.cloudpickle.dumps((fn, args))
+                ref = self._remote.options(
+                    num_cpus=cpus, num_gpus=gpus, max_retries=self.max_retries,
+                    retry_exceptions=False, name=task_label(fn, task)[:100],
+                ).remote(payload, threads, gpus, plugins, *shared)
+                pending[ref] = index
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    index = pending.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                    except Exception as exc:  # noqa: BLE001 - sorted out by _task_error
+                        error = self._task_error(exc, fn, tasks[index])
+                        if not errors:
+                            raise error from None
+                        result = TaskFailure(error)
+                    yield index, result
+        except BaseException:  # an interruption, a failure, or the consumer stopped reading
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise
+
+    def _task_error(self, exc: Exception, fn: Callable[..., Any], task: Sequence[Any]
+                    ) -> BaseException:
+        """The error a failed task raises in the driver: what the task itself raised (with
+        the worker's traceback as a note for --debug), or one line naming the task whose
+        worker kept dying."""
+        ray = self._ray
+        if isinstance(exc, ray.exceptions.RayTaskError):
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, BaseException):
+                detail = getattr(exc, "traceback_str", None) or str(exc)
+                cause.add_note(f"raised in a Ray worker:\n{detail}")
+                return cause
+            return exc
+        if isinstance(exc, ray.exceptions.TaskCancelledError):
+            return exc
+        return MerbenchError(f"{task_label(fn, task)} failed after {self.max_retries + 1} "
+                             f"attempts: {_death(exc)}",
+                             "see the Ray logs (/tmp/ray/session_latest/logs on its node)")
+
+    def close(self) -> None:
+        """Drop the shared arrays; shut Ray down if this executor started it."""
+        self._objects.clear()
+        if self._started and self._ray is not None and self._ray.is_initialized():
+            self._ray.shutdown()
+        self._ray, self._remote, self._started, self._workers = None, None, False, None
+
+
+def make_executor(workers: int | str = "auto", executor: str = "local", *,
+                  ray_address: str | None = None,
+                  cpus_per_fold: float = 1.0, gpus_per_fold: float = 0.0, max_retries: int = 3,
+                  ray_preprocess: str = "cluster") -> Executor:
+    """``local`` executor: ``auto``, one worker process per physical core, started only for
+    work that gains from it (serial on one core); 1: serial, in this process; N: N local worker
+    processes. ``ray``: a :class:`RayExecutor` (a number of ``workers`` sizes a local Ray
+    instance; a cluster has its own)."""
     workers = parse_workers(workers)
+    if executor == "ray":
+        return RayExecutor(ray_address, cpus_per_fold=cpus_per_fold, gpus_per_fold=gpus_per_fold,
+                           max_retries=max_retries, preprocess=ray_preprocess,
+                           num_cpus=workers if workers != "auto" and workers > 1 else None)
+    if executor != "local":
+        raise ConfigError(f"unknown executor {executor!r}", "use --executor local or ray")
     if workers == "auto":
         cores = physical_cores()
         return ProcessExecutor(cores, auto=True) if cores > 1 else SerialExecutor()

@@ -33,7 +33,11 @@ def register_datasets(register):  # type: ignore[no-untyped-def]
 @hookspec
 def register_preprocessors(register):  # type: ignore[no-untyped-def]
     """Register step factories: ``factory(**params)`` returns a callable step(clip) -> Clip or
-    array (subclass :class:`merbench.Step`; bump its ``version`` when its output changes)."""
+    array (subclass :class:`merbench.Step`; bump its ``version`` when its output changes).
+
+    Steps and models document their parameters with ``:param name: meaning`` lines in the
+    class (or ``__init__``) docstring, which ``merbench show`` prints; ``merbench
+    check-plugin`` checks the contract (:mod:`merbench.checks`)."""
 
 
 @hookspec

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
 from .base import accepts_any, init_params, jsonable
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, MerbenchError
 from .types import Clip, MethodSpec
 
 
@@ -44,6 +45,22 @@ def check_params(factory: Any, params: Mapping[str, Any], what: str, prefix: str
         raise ConfigError(f"{what} has no parameter {unknown[0]!r}"
                           + (f" (did you mean {close[0]}?)" if close else ""),
                           f"valid keys: {', '.join(offered) or 'none'}")
+
+
+@contextlib.contextmanager
+def config_errors(what: str, params: Mapping[str, Any], fix: str = "fix the --set value"
+                  ) -> Iterator[None]:
+    """A factory's own refusal of a value (TypeError, ValueError, ...) as one ConfigError
+    naming ``what`` and, unless the message shows them, the values given."""
+    try:
+        yield
+    except MerbenchError:
+        raise
+    except (TypeError, ValueError, OverflowError, MemoryError) as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        given = ", ".join(f"{k}={v!r}" for k, v in params.items() if repr(v) not in message)
+        raise ConfigError(f"{what}: {message}" + (f" (given {given})" if given else ""),
+                          fix) from exc
 
 
 @dataclass
@@ -88,6 +105,10 @@ class Method:
         return method
 
     def validate(self) -> None:
+        """Every parameter checked before any work starts: names first, then each step and
+        the model built once (their ``__init__`` checks values) and the model's own
+        ``validate()`` (e.g. scikit-learn's parameter validation). Any failure is one
+        ConfigError naming the method and the part."""
         from .plugins import entry
 
         for step, params in self.steps:
@@ -95,6 +116,14 @@ class Method:
                          f"method {self.name!r}: step {step!r}", f"{step}.")
         check_params(entry("model", self.model_name).factory, self.model_params,
                      f"method {self.name!r}: model {self.model_name!r}", "model.", RUNTIME)
+        for step, params in self.steps:
+            with config_errors(f"method {self.name!r}: step {step!r}", params):
+                entry("preprocessor", step).factory(**params)
+        with config_errors(f"method {self.name!r}: model {self.model_name!r}",
+                            self.model_params):
+            model = self.build_model(num_classes=2, seed=0, device="cpu")
+            if hasattr(model, "validate"):
+                model.validate()
 
     def params(self) -> dict[str, Any]:
         """Every parameter, defaults included, flattened (``step.param`` / ``model.param``), as

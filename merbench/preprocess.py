@@ -34,10 +34,13 @@ def progress_bar(total: int, desc: str, progress: bool) -> Any:
                 disable=not progress or not sys.stderr.isatty())
 
 
-def cache_parts(sample: Sample, chain: Any) -> list[Any]:
-    """Everything that determines a sample's preprocessed array besides the frames."""
+def cache_parts(sample: Sample, chain: Any, files: Any = ()) -> list[Any]:
+    """Everything that determines a sample's preprocessed array: the sample's facts, the step
+    chain, and ``files``, a fingerprint of the files its frames are read from (a frame
+    overwritten or restored is a new key, so a stale array is never served)."""
     meta = [(k, v) for k, v in sample.meta if k not in ("native_label", "dataset_label")]
-    return [sample.id, sample.path, sample.onset, sample.apex, sample.offset, meta, chain]
+    return [sample.id, sample.path, sample.onset, sample.apex, sample.offset, meta, chain,
+            files]
 
 
 #: CPU seconds (of its own thread) of preprocessing the driver does before an ``auto``
@@ -63,7 +66,8 @@ def preprocess_chunk(method: Method, datasets: Mapping[str, "Dataset"],
         ds = datasets[s.dataset]
         try:
             x, notes = cache.get_or_compute_noted(
-                cache_parts(s, chain), lambda: method.run_steps(ds.load(s), steps),
+                cache_parts(s, chain, ds.fingerprint(s) if cache.enabled else ()),
+                lambda: method.run_steps(ds.load(s), steps),
                 info={"sample": s.id, "method": method.name})
             out.append((s.id, x, None, notes))
         except MerbenchError as exc:
@@ -81,6 +85,14 @@ class Preprocessed:
     kept: list[Sample]
     skipped: dict[str, str] = field(default_factory=dict)  # sample id -> reason
     notes: dict[str, list[str]] = field(default_factory=dict)  # sample id -> notes (if any)
+
+
+def describe_skipped(skipped: Mapping[str, str], shown: int = 3) -> str:
+    """The first few skipped samples with their reasons, on one line."""
+    head = "; ".join(reason if reason.startswith(sid) else f"{sid}: {reason}"
+                     for sid, reason in list(skipped.items())[:shown])
+    more = len(skipped) - shown
+    return head + (f"; and {more} more" if more > 0 else "")
 
 
 def note_kind(note: str) -> str:
@@ -101,6 +113,8 @@ def preprocess(method: Method, datasets: Mapping[str, "Dataset"], samples: Seque
     from .executors import SerialExecutor
 
     samples = list(samples)
+    if use_cache and method.steps:
+        Cache(cache_root).remove_leftovers()  # temporary files of writes a kill interrupted
     executor = executor or SerialExecutor()
     results: dict[str, tuple[np.ndarray | None, str | None, list[str]]] = {}
     bar = progress_bar(len(samples), "preprocess", progress)
@@ -135,7 +149,8 @@ def preprocess(method: Method, datasets: Mapping[str, "Dataset"], samples: Seque
     skipped = {sid: err for sid, (_, err, _) in results.items() if err is not None}
     kept = [s for s in samples if s.id not in skipped]
     if not kept:
-        raise DataError("no sample could be preprocessed", "see `merbench data check`")
+        raise DataError(f"no sample could be preprocessed: all {len(samples)} failed, e.g. "
+                        f"{next(iter(skipped.values()))}", "see `merbench data check`")
     arrays = [results[s.id][0] for s in kept]
     shapes = {a.shape for a in arrays}  # type: ignore[union-attr]
     if len(shapes) > 1:

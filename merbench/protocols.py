@@ -7,9 +7,9 @@ identity). Folds are deterministic: they depend on the protocol file and the sam
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import importlib.resources
+import logging
 import os
 import re
 import tomllib
@@ -20,9 +20,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .errors import DataError, ProtocolError, UnknownNameError
+from .errors import ConfigError, DataError, ProtocolError, UnknownNameError
 from .ids import normalise_id
+from .textio import csv_rows, read_text
 from .types import Fold, Sample
+
+log = logging.getLogger(__name__)
 
 KINDS = ("loso", "cross-dataset", "leave-one-dataset-out", "holdout")
 
@@ -91,6 +94,10 @@ class Protocol:
         return dict(self.sample_list) if self.sample_list is not None else None
 
     # -- samples ----------------------------------------------------------------------------
+    def roots_needed(self) -> list[str]:
+        """The protocol's datasets that are read from files (``--data-root NAME=DIR``)."""
+        return [r.name for r in self.datasets if _needs_root(r.name)]
+
     def open_datasets(self, data_roots: Mapping[str, str] | None = None,
                       dataset_params: Mapping[str, Mapping[str, Any]] | None = None
                       ) -> dict[str, Any]:
@@ -98,16 +105,32 @@ class Protocol:
         from the protocol file, then ``dataset_params``)."""
         from . import dataset as open_dataset
 
+        self.check_dataset_names(data_roots, dataset_params)
+        missing = [n for n in self.roots_needed() if (data_roots or {}).get(n) is None]
+        if missing:
+            names = ", ".join(repr(m) for m in missing)
+            raise DataError(f"protocol {self.name} needs dataset{'s' * (len(missing) > 1)} "
+                            f"{names} but no data root was given",
+                            "pass " + " ".join(f"--data-root {m}=/path/to/{m}" for m in missing))
         out = {}
         for ref in self.datasets:
             params = {**ref.params, **(dataset_params or {}).get(ref.name, {})}
             root = (data_roots or {}).get(ref.name)
-            if root is None and _needs_root(ref.name):
-                raise DataError(f"protocol {self.name} needs dataset {ref.name!r} but no data "
-                                f"root was given", f"pass --data-root {ref.name}=/path/to/release")
             out[ref.name] = open_dataset(ref.name, root=root, **params) if root is not None \
                 else open_dataset(ref.name, **params)
         return out
+
+    def check_dataset_names(self, data_roots: Mapping[str, Any] | None = None,
+                            dataset_params: Mapping[str, Any] | None = None) -> None:
+        """A data root or dataset parameter for a dataset the protocol does not use would be
+        ignored: it is refused instead, naming the protocol's datasets."""
+        names = [r.name for r in self.datasets]
+        for option, given in (("--data-root", data_roots), ("--data-param", dataset_params)):
+            for name in given or {}:
+                if name not in names:
+                    raise ConfigError(f"{option} {name}: protocol {self.name} does not use a "
+                                      f"dataset {name!r}",
+                                      f"its datasets: {', '.join(names)}")
 
     def load_samples(self, data_roots: Mapping[str, str] | None = None,
                      dataset_params: Mapping[str, Mapping[str, Any]] | None = None,
@@ -123,8 +146,31 @@ class Protocol:
                 dataclasses.replace(self, datasets=tuple(missing)), data_roots, dataset_params))
         samples: list[Sample] = []
         for ref in self.datasets:
-            samples.extend(opened[ref.name].labelled(ref.labels))
+            ds = opened[ref.name]
+            labelled = ds.labelled(ref.labels)
+            if not labelled:
+                raise DataError(f"protocol {self.name}: dataset {ref.name} has no samples in "
+                                f"label space {ref.labels!r}", "check its data root or inputs")
+            self._say_left_out(ds, ref.labels)
+            samples.extend(labelled)
         return self.select(samples)
+
+    def _say_left_out(self, ds: Any, space: str) -> None:
+        """What the label space leaves out: on purpose (info), or because it does not know
+        the label (a warning naming the samples: a misspelt or empty emotion cell)."""
+        dropped = ds.dropped(space) if hasattr(ds, "dropped") else {}
+        if not dropped:
+            return
+        unknown = ds.unknown_labels(space)
+        log.info("protocol %s: label space %s of %s leaves out %d samples (%s)", self.name, space,
+                 ds.name, sum(map(len, dropped.values())),
+                 ", ".join(f"{lab or '(empty)'} {len(ids)}" for lab, ids in sorted(dropped.items())))
+        for label in sorted(unknown & set(dropped)):
+            ids = dropped[label]
+            log.warning("%s: %d sample(s) left out of label space %s: %s %s (%s%s); see `merbench "
+                        "data check %s`", ds.name, len(ids), space,
+                        "empty label" if not label else "unknown label", repr(label) if label
+                        else "", ", ".join(ids[:5]), " ..." if len(ids) > 5 else "", ds.name)
 
     def select(self, samples: Sequence[Sample]) -> list[Sample]:
         """Restrict to the official list (when there is one) and check labels."""
@@ -174,6 +220,9 @@ class Protocol:
             folds = [self._holdout(samples)]
         else:  # pragma: no cover - checked on load
             raise ProtocolError(f"unknown protocol kind {self.kind!r}")
+        if not folds:
+            raise ProtocolError(f"protocol {self.name}: no samples, so no folds",
+                                "check the data roots or --inputs")
         self._check_folds(samples, folds)
         return folds
 
@@ -218,25 +267,99 @@ def _needs_root(name: str) -> bool:
     return "root" in params and params["root"].default is params["root"].empty
 
 
-def _read_sample_list(path: Path, classes: Sequence[str]) -> tuple[tuple[str, str], ...]:
-    rows = []
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        need = {"dataset", "subject", "clip", "label"}
-        if not need <= set(reader.fieldnames or []):
-            raise ProtocolError(f"{path}: a sample list needs columns {sorted(need)}")
-        for row in reader:
-            label = row["label"].strip()
-            if label.isdigit():
-                if int(label) >= len(classes):
-                    raise ProtocolError(f"{path}: class index {label} is outside the protocol's "
-                                        f"{len(classes)} classes {list(classes)}")
-                label = classes[int(label)]
-            rows.append((normalise_id(row["dataset"], row["subject"], row["clip"]), label))
-    dupes = [i for i, n in Counter(r[0] for r in rows).items() if n > 1]
-    if dupes:
-        raise ProtocolError(f"{path}: duplicate samples {dupes[:3]}")
+def _read_sample_list(path: Path, classes: Sequence[str], where: str = ""
+                      ) -> tuple[tuple[str, str], ...]:
+    where = where or str(path)
+    text = read_text(path, f"{where}: samples file", ProtocolError)
+    lines = csv_rows(text, str(path), ProtocolError)
+    header = [h.strip().lower() for h in next(lines, [])]
+    need = ["dataset", "subject", "clip", "label"]
+    if not set(need) <= set(header):
+        raise ProtocolError(f"{path}: a sample list needs a header with columns "
+                            f"{', '.join(need)}; it has {', '.join(header) or 'none'}")
+    col = {name: header.index(name) for name in need}
+    rows, lines_of = [], {}
+    for number, row in enumerate(lines, start=2):
+        if not any(c.strip() for c in row):
+            continue
+        if len(row) < len(header):
+            raise ProtocolError(f"{path} line {number}: {len(row)} fields, the header has "
+                                f"{len(header)}")
+        label = row[col["label"]].strip()
+        if label.isdigit():
+            if int(label) >= len(classes):
+                raise ProtocolError(f"{path} line {number}: class index {label} is outside the "
+                                    f"protocol's {len(classes)} classes {list(classes)}")
+            label = classes[int(label)]
+        sid = normalise_id(row[col["dataset"]], row[col["subject"]], row[col["clip"]])
+        if sid in lines_of:
+            raise ProtocolError(f"{path}: lines {lines_of[sid]} and {number} both list {sid}")
+        lines_of[sid] = number
+        rows.append((sid, label))
     return tuple(rows)
+
+
+# key -> (expected type(s), what to say); "datasets" entries are checked on their own
+_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "name": (str, "a string"), "kind": (str, f"one of {', '.join(KINDS)}"),
+    "classes": (list, "a list of class names"), "datasets": (list, "[[datasets]] tables"),
+    "description": (str, "a string"), "samples": (str, "a file name (a CSV beside the file)"),
+    "train": (str, "a dataset name"), "test": (str, "a dataset name"),
+    "split": (str, "'subject' or 'sample'"), "test_fraction": ((int, float), "a number in (0, 1)"),
+    "split_seed": (int, "an integer"),
+}
+_DATASET_KEYS: dict[str, tuple[type, str]] = {
+    "name": (str, "a dataset name"), "labels": (str, "a label-space name"),
+    "params": (dict, "a table of dataset parameters")}
+
+
+def _check_keys(path: Path, data: Mapping[str, Any], known: Mapping[str, tuple[Any, str]],
+                where: str) -> None:
+    """Unknown keys and wrong types, each one line naming the key and the file."""
+    import difflib
+
+    for key, value in data.items():
+        if key not in known:
+            close = difflib.get_close_matches(key, list(known), n=1)
+            raise ProtocolError(f"{path}: unknown key {where + key!r}"
+                                + (f" (did you mean {close[0]!r}?)" if close else ""),
+                                f"known keys: {', '.join(known)}")
+        types, expected = known[key]
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise ProtocolError(f"{path}: {where}{key} = {value!r} is not {expected}")
+
+
+def _check_protocol_data(path: Path, data: Mapping[str, Any]) -> None:
+    _check_keys(path, data, _KEYS, "")
+    for key in ("kind", "classes", "datasets"):
+        if key not in data:
+            raise ProtocolError(f"{path}: missing key {key!r}",
+                                "a protocol needs kind, classes and [[datasets]] with a name")
+    if data["kind"] not in KINDS:
+        raise ProtocolError(f"{path}: kind {data['kind']!r} is not one of {', '.join(KINDS)}")
+    classes = data["classes"]
+    if len(classes) < 2 or not all(isinstance(c, str) and c.strip() for c in classes):
+        raise ProtocolError(f"{path}: classes = {classes!r} must be two or more class names")
+    dupes = [c for c, n in Counter(classes).items() if n > 1]
+    if dupes:
+        raise ProtocolError(f"{path}: class {dupes[0]!r} is listed twice in classes",
+                            "list each class once")
+    if not data["datasets"]:
+        raise ProtocolError(f"{path}: datasets is empty", "add a [[datasets]] table with a name")
+    for k, ref in enumerate(data["datasets"]):
+        if not isinstance(ref, dict):
+            raise ProtocolError(f"{path}: datasets entry {ref!r} is not a table",
+                                "write each dataset as a [[datasets]] table with name = ...")
+        _check_keys(path, ref, _DATASET_KEYS, f"datasets[{k}].")
+        if "name" not in ref:
+            raise ProtocolError(f"{path}: datasets[{k}] has no name")
+    names = [ref["name"] for ref in data["datasets"]]
+    if len(set(names)) != len(names):
+        raise ProtocolError(f"{path}: a dataset is listed twice in datasets: {names}")
+    fraction = data.get("test_fraction", 0.3)
+    if not 0 < fraction < 1:
+        raise ProtocolError(f"{path}: test_fraction = {fraction!r} is outside (0, 1)",
+                            "use e.g. test_fraction = 0.3")
 
 
 def load_protocol(name: str | os.PathLike) -> Protocol:
@@ -253,22 +376,17 @@ def load_protocol(name: str | os.PathLike) -> Protocol:
                                    else "see `merbench list protocol`")
         path = files[str(name)]
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(read_text(path, "protocol file", ProtocolError))
     except tomllib.TOMLDecodeError as exc:
         raise ProtocolError(f"protocol file {path} is not valid TOML: {exc}") from exc
-    kind = data.get("kind")
-    if kind not in KINDS:
-        raise ProtocolError(f"{path}: kind {kind!r} is not one of {', '.join(KINDS)}")
-    try:
-        classes = tuple(data["classes"])
-        refs = tuple(DatasetRef(d["name"], d.get("labels", "native"), d.get("params", {}))
-                     for d in data["datasets"])
-    except (KeyError, TypeError) as exc:
-        raise ProtocolError(f"{path}: missing or malformed key {exc}",
-                            "a protocol needs `classes` and [[datasets]] with a name") from exc
+    _check_protocol_data(path, data)
+    kind = data["kind"]
+    classes = tuple(data["classes"])
+    refs = tuple(DatasetRef(d["name"], d.get("labels", "native"), d.get("params", {}))
+                 for d in data["datasets"])
     sample_list = None
     if "samples" in data:
-        sample_list = _read_sample_list(path.parent / data["samples"], classes)
+        sample_list = _read_sample_list(path.parent / data["samples"], classes, str(path))
     proto = Protocol(name=data.get("name", path.stem), kind=kind, classes=classes, datasets=refs,
                      description=data.get("description", ""), sample_list=sample_list,
                      train=data.get("train"), test=data.get("test"),

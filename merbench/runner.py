@@ -21,14 +21,16 @@ import numpy as np
 
 from .datasets import Dataset, DatasetView
 from .errors import CheckpointError, ConfigError, DataError
-from .executors import (Executor, FoldJob, SerialExecutor, fold_placement, make_executor,
-                        map_driver_first, run_fold, shippable)
+from .executors import (Executor, FoldJob, SerialExecutor, TaskFailure, fold_placement,
+                        make_executor, map_driver_first, run_fold, shippable)
 from .ids import normalise_subject
+from .logs import PROGRESS
 from .methods import Method
 from .metrics import Prediction, report
-from .preprocess import count_notes, preprocess, progress_bar
+from .preprocess import count_notes, describe_skipped, preprocess, progress_bar
 from .protocols import Protocol, load_protocol
-from .provenance import describe_device, fold_seed, git_commit, versions
+from .provenance import (code_digest, code_fingerprint, describe_device, fold_seed, git_commit,
+                         versions)
 from .store import DEFAULT_STORE, Store
 from .types import Fold, Sample
 
@@ -46,6 +48,8 @@ class RunResult:
     resumed_folds: int = 0
     info: dict[str, Any] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None  # why the run failed (execute(keep_going=True) only)
+    reused: bool = False  # a finished stored run was returned; nothing was computed
 
     @property
     def uf1(self) -> float:
@@ -87,7 +91,14 @@ def open_inputs(inputs: str, proto: Protocol, meth: Method) -> dict[str, Dataset
                           f"inputs, found {len(readers)}: {', '.join(readers) or 'none'}",
                           "install or remove plugins so that one remains")
     source = open_dataset(readers[0], root=inputs)
-    return {r.name: DatasetView(source, r.name) for r in proto.datasets}
+    views = {r.name: DatasetView(source, r.name) for r in proto.datasets}
+    empty = [name for name, view in views.items() if not view.samples]
+    if empty:
+        held = sorted({s.dataset for s in source.samples})
+        raise DataError(f"--inputs {inputs}: the index has no rows for dataset {empty[0]!r} of "
+                        f"protocol {proto.name} (it holds {', '.join(held) or 'nothing'})",
+                        "index the protocol's samples, or choose the protocol of these inputs")
+    return views
 
 
 def checkpoint_paths(folds: Sequence[Fold], directory: str | os.PathLike,
@@ -149,6 +160,57 @@ class RunPlan:
     on_fold: Callable[[str, int, int], None] | None = None
     resumed: int = 0  # folds stored by an earlier, interrupted attempt
     reused: bool = False  # a finished stored run with this identity: nothing to run
+    n_folds: int = 0  # folds of the run (after --limit-folds / --subjects)
+
+    def notice(self) -> str | None:
+        """The one line a user sees before anything runs: a stored run reused, or resumed."""
+        if self.reused:
+            rec = self.store.run(self.run_id)
+            return (f"reusing stored run {self.run_id} finished {_when(rec.ended)} (same "
+                    f"method, parameters, data and code); --rerun to run again")
+        if self.resumed:
+            return (f"resuming run {self.run_id}: {self.resumed} of {self.n_folds} folds "
+                    "already stored")
+        return None
+
+
+def _when(stamp: str | None) -> str:
+    """A stored UTC time as local time: HH:MM today, else the date too."""
+    from datetime import datetime
+
+    if not stamp:
+        return "(time unknown)"
+    local = datetime.fromisoformat(stamp).astimezone()
+    same_day = local.date() == datetime.now().astimezone().date()
+    return local.strftime("%H:%M" if same_day else "%Y-%m-%d %H:%M")
+
+
+def select_folds(folds: Sequence[Fold], samples: Sequence[Sample], limit_folds: int | None,
+                 subjects: Sequence[str] | None) -> list[Fold]:
+    """The folds of a smoke run: those testing on ``subjects`` (as spelled by the database,
+    ``dataset/subject`` or a number), then the first ``limit_folds`` of them."""
+    from .ids import normalise_subject
+
+    chosen = list(folds)
+    if subjects:
+        by_id = {s.id: s for s in samples}
+        known = sorted({s.group for s in samples})
+        wanted: set[str] = set()
+        for token in subjects:
+            hits = {s.group for s in samples
+                    if token in (s.group, s.subject) or
+                    normalise_subject(s.dataset, token) == s.subject}
+            if not hits:
+                raise ConfigError(f"--subjects: no subject {token!r} in this protocol",
+                                  f"subjects: {', '.join(known[:12])}"
+                                  + (" ..." if len(known) > 12 else ""))
+            wanted |= hits
+        chosen = [f for f in chosen if any(by_id[i].group in wanted for i in f.test)]
+    if limit_folds is not None:
+        if isinstance(limit_folds, bool) or not isinstance(limit_folds, int) or limit_folds < 1:
+            raise ConfigError(f"--limit-folds must be a positive integer, got {limit_folds!r}")
+        chosen = chosen[:limit_folds]
+    return chosen
 
 
 def plan_run(*, protocol: str | Protocol, method: str | Method,
@@ -158,38 +220,56 @@ def plan_run(*, protocol: str | Protocol, method: str | Method,
              use_cache: bool = True, quiet: bool = True,
              dataset_params: Mapping[str, Mapping[str, Any]] | None = None,
              inputs: str | None = None, checkpoints: str | None = None, skip_bad: bool = False,
-             rerun: bool = False, on_fold: Callable[[str, int, int], None] | None = None
+             rerun: bool = False, on_fold: Callable[[str, int, int], None] | None = None,
+             limit_folds: int | None = None, subjects: Sequence[str] | None = None
              ) -> RunPlan:
     """Resolve a run: protocol, method, datasets, samples and folds; its identity
-    (:func:`run_key`); the stored run it reuses (finished) or resumes (unfinished), else a new
-    record. Nothing is computed yet (:func:`execute` does)."""
+    (:func:`run_key`: protocol, folds, method and parameters, seed, versions, the code
+    fingerprint, data and limits); the stored run it reuses (finished) or resumes
+    (unfinished), else a new record. Nothing is computed yet (:func:`execute` does).
+
+    ``limit_folds`` / ``subjects`` make a smoke run: only the first N folds / the folds
+    testing on those subjects, recorded as ``info["partial"]`` (never a complete result)."""
     proto = load_protocol(protocol) if isinstance(protocol, (str, os.PathLike)) else protocol
     if overrides and not isinstance(method, str):
         raise ConfigError("pass overrides with a method name, not a Method object")
     meth = Method.named(method, overrides or {}) if isinstance(method, str) else method
 
+    if inputs is not None and (data_roots or dataset_params):
+        raise ConfigError("--data-root and --data-param are not used with --inputs",
+                          "the index names every input file; leave them out")
+    if inputs is None and not meth.steps:
+        _require_inputs(proto, meth)
     datasets = open_inputs(inputs, proto, meth) if inputs is not None else \
         proto.open_datasets(data_roots, dataset_params)
     samples = proto.load_samples(datasets=datasets)
-    folds = proto.folds(samples)
+    all_folds = proto.folds(samples)
+    folds = select_folds(all_folds, samples, limit_folds, subjects)
+    limits = {k: v for k, v in (("limit_folds", limit_folds),
+                                ("subjects", sorted(subjects) if subjects else None)) if v}
+    partial = len(folds) < len(all_folds)  # which folds: the folds digest of the key
     ckpts = checkpoint_paths(folds, checkpoints, {s.id: s for s in samples}) if checkpoints \
         else {}
 
-    run_versions = versions()
+    run_versions = {**versions(), "code": code_fingerprint(_code_objects(meth, datasets))}
     key = run_key(proto, folds, meth, seed, run_versions, inputs=inputs, checkpoints=checkpoints,
                   skip_bad=skip_bad, dataset_params=dataset_params or {},
-                  roots=dict(data_roots or {}))
+                  roots=dict(data_roots or {}), **({"partial": True} if partial else {}))
     st = store if isinstance(store, Store) else Store(store or DEFAULT_STORE)
     plan = RunPlan(st, "", proto, meth, datasets, samples, [], ckpts, seed, device, cache_dir,
-                   use_cache, skip_bad, not quiet, on_fold)
+                   use_cache, skip_bad, not quiet, on_fold, n_folds=len(folds))
     previous = st.latest(key)
     if previous is not None and previous.status == "finished" and not rerun:
-        log.info("run %s already finished; returning it (rerun=True runs again)", previous.id)
+        damage = st.damage(previous.id)
+        if damage:
+            raise DataError(f"stored run {previous.id} in {st.path} is damaged: {damage[0]}"
+                            + (f" (and {len(damage) - 1} more problems)" if len(damage) > 1
+                               else ""), "run the same command with --rerun to run it again")
         plan.run_id, plan.reused = previous.id, True
+        log.info("%s", plan.notice())
         return plan
     if previous is not None and previous.status != "finished" and not rerun:
         plan.run_id = previous.id
-        log.info("resuming run %s", plan.run_id)
     else:
         plan.run_id = st.create_run(
             key=key, protocol=proto.label, method=meth.name, params=meth.params(), seed=seed,
@@ -201,11 +281,40 @@ def plan_run(*, protocol: str | Protocol, method: str | Method,
                   "protocol_name": proto.name, "protocol_source": proto.source,
                   "trained": not checkpoints, "skip_bad": skip_bad,
                   "checkpoints": checkpoints, "inputs": inputs, "data_roots": dict(data_roots or {}),
-                  "dataset_params": dataset_params or {}, "description": meth.description})
+                  "dataset_params": dataset_params or {}, "description": meth.description,
+                  "code": code_digest(run_versions["code"]),
+                  **({"partial": True, "limits": limits, "n_folds_protocol": len(all_folds)}
+                     if partial else {})})
     done = st.done_folds(plan.run_id)
     plan.resumed = len(done)
     plan.todo = [f for f in folds if f.index not in done]
+    if plan.resumed:
+        log.info("%s", plan.notice())
     return plan
+
+
+def _code_objects(meth: Method, datasets: Mapping[str, Dataset]) -> list[Any]:
+    """What computes a run: its step and model factories and its dataset classes."""
+    from .plugins import entry
+
+    objects = [entry("preprocessor", name).factory for name, _ in meth.steps]
+    objects.append(entry("model", meth.model_name).factory)
+    for ds in datasets.values():
+        objects += [type(ds), type(getattr(ds, "source", ds))]
+    return objects
+
+
+def _require_inputs(proto: Protocol, meth: Method) -> None:
+    """A method without steps reads precomputed arrays: it needs ``--inputs`` (a database
+    release holds clips, which a model cannot take)."""
+    from .plugins import entries
+
+    readers = {e.name for e in entries("dataset") if e.reads_inputs}
+    if not {r.name for r in proto.datasets} <= readers:
+        raise ConfigError(f"method {meth.name!r} has no preprocessing steps: it reads "
+                          "precomputed inputs, not a database release",
+                          "pass --inputs INDEX.csv (see README, precomputed inputs), or use a "
+                          "method that computes its inputs (merbench list method)")
 
 
 def run(*, workers: int | str = "auto", executor: Executor | None = None, **kwargs: Any
@@ -215,7 +324,10 @@ def run(*, workers: int | str = "auto", executor: Executor | None = None, **kwar
     returned as it is unless ``rerun``; an unfinished one is resumed. Folds run on
     ``executor`` (default: :func:`~merbench.executors.make_executor` of ``workers``: ``auto``
     runs small deep models' folds on one process per core, the rest in this process)."""
-    return execute([plan_run(**kwargs)], executor=executor, workers=workers)[0]
+    if executor is not None:
+        return execute([plan_run(**kwargs)], executor=executor)[0]
+    with make_executor(workers) as ex:  # a bad --workers is refused before anything is stored
+        return execute([plan_run(**kwargs)], executor=ex)[0]
 
 
 def run_seeds(*, seeds: int, seed: int = 0, workers: int | str = "auto",
@@ -224,8 +336,11 @@ def run_seeds(*, seeds: int, seed: int = 0, workers: int | str = "auto",
     workers are busy across seeds."""
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ConfigError(f"--seeds must be a positive integer, got {seeds!r}")
-    plans = [plan_run(seed=seed + k, **kwargs) for k in range(seeds)]
-    return execute(plans, executor=executor, workers=workers)
+    if executor is not None:
+        return execute([plan_run(seed=seed + k, **kwargs) for k in range(seeds)],
+                       executor=executor)
+    with make_executor(workers) as ex:
+        return execute([plan_run(seed=seed + k, **kwargs) for k in range(seeds)], executor=ex)
 
 
 @dataclass
@@ -241,20 +356,41 @@ class _Batch:
     remote: bool  # its folds run on the executor's workers (else in this process)
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`execute`: the unfinished runs are marked interrupted, and
+    ``stored`` of ``total`` folds are in the store (running the same command resumes)."""
+
+    def __init__(self, stored: int, total: int) -> None:
+        super().__init__(f"{stored} of {total} folds stored")
+        self.stored, self.total = stored, total
+
+
 def execute(plans: Sequence[RunPlan], executor: Executor | None = None,
-            workers: int | str = "auto") -> list[RunResult]:
+            workers: int | str = "auto", keep_going: bool = False) -> list[RunResult]:
     """Run the unfinished folds of several planned runs as one stream of tasks on one executor
     (a grid keeps every worker busy across runs). Each fold is stored the moment it finishes
     (the driver is the store's only writer); a run is marked finished with its last fold. On
-    an interruption or a failure the unfinished runs are marked so, and running the same
-    command again resumes them."""
+    an interruption (:class:`RunInterrupted`) or a failure the unfinished runs are marked so,
+    and running the same command again resumes them. With ``keep_going`` (a grid) a run whose
+    preprocessing or fold fails is marked failed with its error while the other runs go on (its
+    finished folds are still stored); its result carries ``error``."""
     own = executor is None
     ex = executor if executor is not None else make_executor(workers)
     active = [p for p in plans if not p.reused]
+    batches: list[_Batch] = []
+    failed: dict[str, str] = {}  # run id -> error
     try:
         for plan in active:
-            plan.store.set_status(plan.run_id, "running")
-        batches = [_prepare(plan, ex) for plan in active if plan.todo]
+            stale = {"error": None} if plan.store.run(plan.run_id).info.get("error") else None
+            plan.store.set_status(plan.run_id, "running", stale)
+        for plan in active:
+            if plan.todo:
+                try:
+                    batches.append(_prepare(plan, ex))
+                except Exception as exc:
+                    if not keep_going:
+                        raise
+                    _fail(plan, str(TaskFailure(exc)), failed)
         tasks: dict[bool, list[tuple[Any, ...]]] = {True: [], False: []}
         owners: dict[bool, list[tuple[_Batch, FoldJob]]] = {True: [], False: []}
         for batch in batches:
@@ -268,37 +404,60 @@ def execute(plans: Sequence[RunPlan], executor: Executor | None = None,
         # their start, see map_driver_first), then the driver's own (cheap or big models)
         streams = []
         if tasks[True]:
-            streams.append((True, map_driver_first(ex, run_fold, tasks[True]) if ex.auto
-                            else ex.map(run_fold, tasks[True])))
+            streams.append((True, map_driver_first(ex, run_fold_labelled, tasks[True],
+                                                   errors=keep_going) if ex.auto
+                            else ex.map(run_fold_labelled, tasks[True], errors=keep_going)))
         if tasks[False]:
-            streams.append((False, SerialExecutor().map(run_fold, tasks[False])))
+            streams.append((False, SerialExecutor().map(run_fold_labelled, tasks[False],
+                                                        errors=keep_going)))
+        parallel = ex.workers if tasks[True] else 1
         bar = progress_bar(sum(map(len, tasks.values())), "folds",
                            any(p.progress for p in active))
+        eta_format = getattr(bar, "bar_format", None)
+        if not bar.disable:
+            bar.smoothing = 0  # folds take similar times: the mean rate since the start
+            if parallel > 1:  # until every worker has finished a fold, the rate is too low
+                bar.bar_format = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}]"
         try:
-            for where, i, (proba, info) in _in_turn(streams):
+            for where, i, out in _in_turn(streams):
                 batch, job = owners[where][i]
-                _store_fold(batch, job, proba, info)
+                if isinstance(out, TaskFailure):
+                    _fail(batch.plan, f"fold {job.fold.name}: {out}", failed)
+                else:
+                    _store_fold(batch, job, *out)
                 bar.update(1)
+                if not bar.disable and bar.n >= parallel:
+                    bar.bar_format = eta_format
                 batch.left -= 1
                 if batch.left == 0:
-                    _finish(batch, ex)
+                    _finish(batch, ex, batch.plan.run_id not in failed)
         finally:
             bar.close()
         for plan in active:  # runs whose folds were all stored before (a resumed, done run)
-            plan.store.set_status(plan.run_id, "finished")
+            if plan.run_id not in failed:
+                plan.store.set_status(plan.run_id, "finished")
     except KeyboardInterrupt:
         _mark_unfinished(active, "interrupted")
-        raise
+        _tidy_state(batches)
+        stored = sum(len(p.store.done_folds(p.run_id)) for p in plans)
+        raise RunInterrupted(stored, sum(p.n_folds for p in plans)) from None
     except BaseException:
         _mark_unfinished(active, "failed")
+        _tidy_state(batches)
         raise
     finally:
         if own:
             ex.close()
     results = []
     for plan in plans:
-        result = result_from_store(plan.store, plan.run_id, plan.proto)
+        if plan.run_id in failed:
+            rec = plan.store.run(plan.run_id)
+            result = RunResult(rec.id, plan.proto, rec.method, rec.seed, {}, [], info=rec.info,
+                               params=rec.params, error=failed[plan.run_id])
+        else:
+            result = result_from_store(plan.store, plan.run_id, plan.proto)
         result.resumed_folds = plan.resumed
+        result.reused = plan.reused
         results.append(result)
     return results
 
@@ -311,9 +470,38 @@ def _in_turn(streams: Sequence[tuple[bool, Iterator[tuple[int, Any]]]]
             yield key, i, result
 
 
+def _fail(plan: RunPlan, error: str, failed: dict[str, str]) -> None:
+    """Mark one run of a keep-going execution failed (its first error is kept)."""
+    if plan.run_id not in failed:
+        log.error("run %s (%s, seed %d) failed: %s", plan.run_id, plan.meth.name, plan.seed,
+                  error)
+        failed[plan.run_id] = error
+        plan.store.set_status(plan.run_id, "failed", {"error": error})
+
+
+def run_fold_labelled(X: np.ndarray, method: Method, job: FoldJob, *rest: Any
+                      ) -> tuple[np.ndarray, dict[str, Any]]:
+    """:func:`merbench.executors.run_fold`, its progress lines (epochs) naming the fold."""
+    from .logs import progress_context
+
+    with progress_context(f"fold {job.fold.name}"):
+        return run_fold(X, method, job, *rest)
+
+
 def _mark_unfinished(plans: Sequence[RunPlan], status: str) -> None:
     for plan in plans:  # set_status never demotes a finished run
         plan.store.set_status(plan.run_id, status)
+
+
+def _tidy_state(batches: Sequence["_Batch"]) -> None:
+    """Remove training-state folders left empty (models without training state, or every
+    fold stored); a folder with a fold's state stays for the resume."""
+    for batch in batches:
+        for folder in (batch.state_dir, batch.state_dir.parent):
+            try:
+                folder.rmdir()  # only succeeds when empty
+            except OSError:
+                pass
 
 
 def _prepare(plan: RunPlan, executor: Executor) -> _Batch:
@@ -360,16 +548,33 @@ def _store_fold(batch: _Batch, job: FoldJob, proba: np.ndarray, info: dict[str, 
                         info)
     if job.train_state:  # the fold is stored: its training state is no longer needed
         Path(job.train_state).unlink(missing_ok=True)
+    _report_fold(plan, job, info)
     if plan.on_fold is not None:
         plan.on_fold(job.fold.name, job.fold.index, len(batch.jobs))
 
 
-def _finish(batch: _Batch, executor: Executor) -> None:
-    batch.plan.store.set_status(batch.plan.run_id, "finished")
+def _report_fold(plan: RunPlan, job: FoldJob, info: Mapping[str, Any]) -> None:
+    """One progress line per stored fold: which, how many test samples, how long, and the
+    run's pooled UF1 so far."""
+    if not PROGRESS.isEnabledFor(logging.INFO):
+        return
+    from .metrics import score
+
+    preds = plan.store.predictions(plan.run_id)
+    uf1 = score([p.y_true for p in preds], [p.y_pred for p in preds], plan.proto.classes).uf1
+    done = len({p.fold_index for p in preds})
+    PROGRESS.info("%s seed %d: fold %d/%d %s stored (%d test samples, %.1f s); running UF1 %s",
+                  plan.meth.name, plan.seed, done, plan.n_folds, job.fold.name,
+                  info.get("n_test", len(job.test_idx)), info.get("seconds", 0.0),
+                  "undefined" if uf1 != uf1 else f"{uf1:.4f}")
+
+
+def _finish(batch: _Batch, executor: Executor, ok: bool = True) -> None:
+    if ok:
+        batch.plan.store.set_status(batch.plan.run_id, "finished")
     if batch.remote:
         executor.release(batch.handle)
-    if batch.state_dir.is_dir() and not any(batch.state_dir.iterdir()):
-        batch.state_dir.rmdir()
+    _tidy_state([batch])
 
 
 def _record_data_facts(st: Store, run_id: str, skipped: Mapping[str, str],
@@ -380,8 +585,8 @@ def _record_data_facts(st: Store, run_id: str, skipped: Mapping[str, str],
         return
     info = st.run(run_id).info
     if skipped:
-        log.warning("skipped %d unusable samples (--skip-bad): %s", len(skipped),
-                    ", ".join(list(skipped)[:5]))
+        log.warning("run %s skipped %d unusable sample(s) (--skip-bad): %s (all are in the run "
+                    "record)", run_id, len(skipped), describe_skipped(skipped))
     all_notes = {**(info.get("notes") or {}), **{k: list(v) for k, v in notes.items()}}
     st.set_status(run_id, "running", {"skipped": {**(info.get("skipped") or {}), **skipped},
                                       "notes": all_notes, "fallbacks": count_notes(all_notes)})

@@ -6,8 +6,6 @@ spellings are normalised as each dataset plugin declares them (SAMM ``6`` vs ``0
 """
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -16,6 +14,7 @@ from .errors import PredictionsError
 from .ids import canonical_dataset, dataset_names, normalise_id
 from .metrics import Prediction, report
 from .protocols import Protocol
+from .textio import csv_rows, read_text
 
 @dataclass(frozen=True)
 class Row:
@@ -68,15 +67,19 @@ def read_megc_log(text: str, classes: Sequence[str], path: str,
 
 
 def read_csv(text: str, classes: Sequence[str], path: str) -> list[Row]:
-    """A CSV with a header: ``id`` (or dataset, subject, clip), ``pred``, optional ``gt``/``fold``."""
-    reader = csv.DictReader(io.StringIO(text))
-    cols = {c.strip().lower(): c for c in (reader.fieldnames or [])}
+    """A CSV with a header: ``id`` (or dataset, subject, clip), ``pred``, optional ``gt``/``fold``
+    (quoted or not; fields of any length)."""
+    lines = csv_rows(text, path, PredictionsError)
+    header = next(lines, [])
+    reader = ((n, {h: (row[k] if k < len(row) else None) for k, h in enumerate(header)})
+              for n, row in enumerate(lines, 2) if any(c.strip() for c in row))
+    cols = {c.strip().lower(): c for c in header}
     if "pred" not in cols or not ("id" in cols or {"dataset", "subject", "clip"} <= set(cols)):
         raise PredictionsError(f"{path}: a predictions CSV needs a header with 'pred' and either "
                                "'id' or 'dataset,subject,clip' (optional: 'gt', 'fold')",
                                "or use the MEGC2019 log format")
     rows = []
-    for n, rec in enumerate(reader, 2):
+    for n, rec in reader:
         get = lambda k: (rec.get(cols[k]) or "").strip() if k in cols else ""  # noqa: E731
         if "id" in cols and get("id"):
             parts = get("id").split("/")
@@ -98,9 +101,9 @@ def read_predictions(path: str | Path, classes: Sequence[str],
     path = Path(path)
     if not path.is_file():
         raise PredictionsError(f"predictions file {path} does not exist")
-    text = path.read_text(errors="replace")
+    text = read_text(path, "predictions file", PredictionsError)
     first = next((ln for ln in text.splitlines() if ln.strip()), "")
-    header = [c.strip().lower() for c in first.split(",")]
+    header = [c.strip().lower() for c in next(csv_rows(first, str(path), PredictionsError), [""])]
     is_csv = "," in first and bool({"pred", "id", "dataset", "subject", "clip", "gt"} & set(header))
     looks_like_log = header[0] in dataset_names() or (len(header) == 3 and header[1].isdigit())
     if not is_csv and "," in first and not looks_like_log:
@@ -121,19 +124,26 @@ def read_predictions(path: str | Path, classes: Sequence[str],
 
 
 def score_file(path: str | Path, proto: Protocol, partial: bool = False,
-               ground_truth: dict[str, str] | None = None, truth_from: str = "file"
+               ground_truth: dict[str, str] | None = None, truth_from: str = "protocol"
                ) -> dict[str, Any]:
     """Score a predictions file under a protocol; returns the metrics report plus coverage.
 
-    Where the file gives a gt for a sample, ``truth_from="file"`` scores against it (as the
-    file's authors did) and lists every disagreement with the protocol's official labels in
-    ``gt_disagreements``; ``truth_from="protocol"`` scores against the official labels.
+    ``truth_from="protocol"`` (the default) scores against the protocol's official labels
+    (its sample list, or ``ground_truth`` read from the datasets): a file can never supply its
+    own answers, and a gt column that disagrees with them is an error. ``truth_from="file"``
+    scores against the file's gt where it gives one (as the file's authors did), listing every
+    disagreement with the official labels in ``gt_disagreements``.
     """
     if truth_from not in ("file", "protocol"):
         raise PredictionsError(f"truth_from must be 'file' or 'protocol', not {truth_from!r}")
     classes = list(proto.classes)
     rows = read_predictions(path, classes, [d.name for d in proto.datasets])
     truth = ground_truth if ground_truth is not None else proto.ground_truth()
+    if truth is None and truth_from == "protocol":
+        raise PredictionsError(f"protocol {proto.name} has no official sample list, so no labels "
+                               f"to score {path} against", "pass --data-root NAME=DIR to read "
+                               "them from the datasets, or --truth file to trust the file's gt "
+                               "column")
     if truth is None:
         missing_gt = [r.sample_id for r in rows if r.gt is None]
         if missing_gt:
@@ -154,6 +164,13 @@ def score_file(path: str | Path, proto: Protocol, partial: bool = False,
                                + (" ..." if len(missing) > 5 else ""),
                                "pass --partial to score the covered samples only")
     disagree = [r for r in rows if r.gt is not None and r.gt != truth[r.sample_id]]
+    if disagree and truth_from == "protocol":
+        first = disagree[0]
+        raise PredictionsError(f"{path}: its gt column disagrees with protocol {proto.name}'s "
+                               f"labels for {len(disagree)} sample(s), e.g. {first.sample_id} "
+                               f"(line {first.line}): gt {first.gt!r}, protocol "
+                               f"{truth[first.sample_id]!r}", "fix the gt column, or pass "
+                               "--truth file to score against it; disagreements are listed")
     preds = [Prediction(r.sample_id, r.fold,
                         r.gt if truth_from == "file" and r.gt is not None else truth[r.sample_id],
                         r.pred) for r in rows]

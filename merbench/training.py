@@ -4,7 +4,8 @@ A deep model plugin subclasses :class:`TorchClassifier`, declares its architectu
 ``__init__(self, ..., **training)`` and its own defaults for the shared training settings in a
 ``defaults`` class attribute, and defines ``build(num_classes, input_shape)`` returning its
 ``nn.Module``. Optional hooks: ``augment(batch)``, ``loss(output, target)`` (extra loss terms),
-``logits(output)``, ``cam_layer(module)`` (the Grad-CAM target of the default ``explain``).
+``logits(output)``, ``on_epoch_end(epoch)``, ``cam_layer(module)`` (the Grad-CAM target of the
+default ``explain``).
 Everything else lives here, once: the settings in :data:`TRAINING_SETTINGS` (optimizer, loss,
 epochs, batches, learning-rate steps, class balancing, subject-disjoint validation and early
 stopping, AMP and channels_last on CUDA), seeding, the resumable training state, local
@@ -12,12 +13,13 @@ pretrained-weight loading (:func:`load_pretrained`) and Grad-CAM explanations.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import math
 import os
 import random
 import sys
-import inspect
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +28,7 @@ from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 import numpy as np
 
 from .base import Model
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +235,19 @@ def batch_slices(n: int, batch_size: int) -> list[slice]:
 
 
 # -- local pretrained weights ----------------------------------------------------------------
+def load_failure(exc: BaseException) -> str:
+    """Why torch could not load a file, in a few words: never torch's advice to load it with
+    ``weights_only=False`` (that would run whatever code the file holds)."""
+    import pickle
+
+    text = str(exc)
+    if isinstance(exc, pickle.UnpicklingError) or "weights only load failed" in text.lower():
+        return "it holds Python objects that only unpickling could load, which merbench " \
+               "refuses (it could run any code)"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+    return first if len(first) <= 160 else first[:157] + "..."
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
     """A state dict from a safetensors or torch file (``weights_only=True``: no pickle), with
     common wrappers (``state_dict``, ``model``) and DataParallel's ``module.`` prefix removed."""
@@ -250,8 +265,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot read weights {path}: {first}",
+        raise CheckpointError(f"cannot read weights {path}: {load_failure(exc)}",
                               "pass a state dict saved with torch.save or safetensors") from exc
     for wrapper in ("state_dict", "model", "module"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
@@ -340,8 +354,8 @@ def load_pretrained(module: Any, path: str | os.PathLike, *, head: Sequence[str]
 
 def cached_timm_weights(model: Any) -> Path | None:
     """A timm model's pretrained file if it is already in the local Hugging Face hub or torch hub
-    cache (a warm cache); nothing is downloaded."""
-    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    cache (a warm cache); nothing is downloaded. ``model`` may also be its ``pretrained_cfg``."""
+    cfg = dict(model if isinstance(model, dict) else getattr(model, "pretrained_cfg", None) or {})
     if cfg.get("hf_hub_id"):
         try:
             from huggingface_hub import try_to_load_from_cache
@@ -360,6 +374,20 @@ def cached_timm_weights(model: Any) -> Path | None:
     return None
 
 
+@functools.lru_cache(maxsize=16)
+def _timm_pretrained_cfg(timm_name: str) -> dict:
+    """A timm model's pretrained config, read once per process (building the model to read it
+    costs ~0.5 s, once per fold otherwise). Only the config is cached: the cache folders are
+    looked at on every call, so weights placed there mid-process are found."""
+    import timm
+
+    return dict(timm.create_model(timm_name, pretrained=False).pretrained_cfg or {})
+
+
+def _cached_timm_file(timm_name: str) -> Path | None:
+    return cached_timm_weights(_timm_pretrained_cfg(timm_name))
+
+
 def resolve_pretrained(pretrained: str | bool | None, timm_name: str, what: str) -> Path | None:
     """Where a model's pretrained weights come from: ``PATH`` (a local file), ``None`` (timm's
     weights for ``timm_name`` if already cached locally, else random init), ``True`` (the cache,
@@ -368,9 +396,7 @@ def resolve_pretrained(pretrained: str | bool | None, timm_name: str, what: str)
                                ("", "none", "random", "false")):
         return None
     if pretrained is None or pretrained is True:
-        import timm
-
-        path = cached_timm_weights(timm.create_model(timm_name, pretrained=False))
+        path = _cached_timm_file(timm_name)
         if path is None and pretrained is True:
             raise CheckpointError(f"{what}: no cached ImageNet weights for {timm_name!r} (timm "
                                   "looks in the Hugging Face / torch hub cache)",
@@ -465,6 +491,10 @@ class TorchClassifier(Model):
         and class weights (``self.criterion_``). Models with more terms return ``(total,
         {name: term})``; each term's epoch mean is kept in ``history_`` as ``loss_<name>``."""
         return self.criterion_(self.logits(output).float(), target)
+
+    def on_epoch_end(self, epoch: int) -> None:
+        """Called after each training epoch (``epoch`` counts from 1; its record is already in
+        ``history_``; the module is in training mode), e.g. to keep snapshots (default: none)."""
 
     def cam_layer(self, module: Any) -> Any:
         """The Grad-CAM target: ``cam_target`` if set, else the module's last Conv2d."""
@@ -701,6 +731,7 @@ class TorchClassifier(Model):
             from tqdm import tqdm
 
             epochs = tqdm(epochs, desc="epochs", leave=False)
+        self._epoch_clock = [time.monotonic(), time.monotonic(), start_epoch, start_epoch]
         for epoch in epochs:
             module.train()
             sums: dict[str, float] = {}
@@ -737,6 +768,8 @@ class TorchClassifier(Model):
                 else:
                     bad_epochs += 1
             self.history_.append(record)
+            self._report_epoch(record, epochs)
+            self.on_epoch_end(epoch + 1)
             stop = bool(len(val_idx)) and bad_epochs >= self.patience
             self._save_train_state(opt, sched, gen, epoch + 1, best, bad_epochs,
                                    final=stop or epoch + 1 == self.epochs)
@@ -746,6 +779,29 @@ class TorchClassifier(Model):
         if best[1] is not None:
             module.load_state_dict(best[1])
         return self
+
+    def _report_epoch(self, record: Mapping[str, float], bar: Any) -> None:
+        """Training progress: the loss on the terminal's epoch bar; and a line on the
+        ``merbench.progress`` log (shown when stderr is not a terminal) after the first epoch,
+        then every tenth of the epochs or 30 s, and after the last."""
+        from .logs import PROGRESS, context
+
+        loss = record.get("loss", float("nan"))
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        now = time.monotonic()
+        start, last_time, first_epoch, last_epoch = self._epoch_clock
+        epoch = int(record["epoch"])
+        every = max(1, math.ceil(self.epochs / 10))
+        if not (epoch == first_epoch + 1 or epoch == self.epochs or epoch - last_epoch >= every
+                or now - last_time >= 30):
+            return
+        self._epoch_clock[1], self._epoch_clock[3] = now, epoch
+        elapsed = now - start
+        left = elapsed / (epoch - first_epoch) * (self.epochs - epoch)
+        val = f", val_loss {record['val_loss']:.4f}" if "val_loss" in record else ""
+        PROGRESS.info("%s%s epoch %d/%d: loss %.4f%s (%.0f s, ~%.0f s left)", context(),
+                      type(self).__name__, epoch, self.epochs, loss, val, elapsed, left)
 
     def _loss(self, X: Any, y: Any, device: Any) -> float:
         """The mean training loss (all terms) on held-out validation samples."""
@@ -879,21 +935,27 @@ class TorchClassifier(Model):
         file), written atomically so a kill never leaves half a file; at most every
         :func:`state_interval` seconds, and after the ``final`` epoch. Resuming from any saved
         epoch gives what an uninterrupted fit gives."""
-        if not self.train_state or (not final and time.monotonic() - self._state_saved
-                                    < state_interval()):
+        if not self.train_state or getattr(self, "state_unwritable_", False):
+            return
+        if not final and time.monotonic() - self._state_saved < state_interval():
             return
         import torch
 
-        path = Path(self.train_state)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        torch.save({"config": self._config_key(), "epoch": epoch,
-                    "model": self.module_.state_dict(), "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict() if sched is not None else None,
-                    "history": self.history_, "best_loss": best[0], "best_state": best[1],
-                    "bad_epochs": bad_epochs, "shuffle_rng": gen.get_state(),
-                    "torch_rng": torch.get_rng_state()}, tmp)
-        os.replace(tmp, path)
+        from .atomic import atomic_path
+
+        try:
+            with atomic_path(self.train_state) as tmp:
+                torch.save({"config": self._config_key(), "epoch": epoch,
+                            "model": self.module_.state_dict(), "optimizer": opt.state_dict(),
+                            "scheduler": sched.state_dict() if sched is not None else None,
+                            "history": self.history_, "best_loss": best[0],
+                            "best_state": best[1], "bad_epochs": bad_epochs,
+                            "shuffle_rng": gen.get_state(),
+                            "torch_rng": torch.get_rng_state()}, tmp)
+        except DataError as exc:  # a full disk costs the resume point, not the training
+            log.warning("%s; training goes on without a resume point", exc.problem)
+            self.state_unwritable_ = True
+            return
         self._state_saved = time.monotonic()
 
     def _resume(self, opt: Any, sched: Any, gen: Any) -> tuple[int, tuple[float, Any], int]:

@@ -8,38 +8,50 @@
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from merbench import Clip, MethodSpec, Model, Step, hookimpl
-from merbench.clips import resize_image, resolve_apex, to_grey
+from merbench.clips import check_size, resize_image, resolve_apex, to_grey
+from merbench.errors import ConfigError
 
 
 class ApexDiff(Step):
-    """Grey apex frame minus grey onset frame, resized to ``size`` (float32, signed)."""
+    """Grey apex frame minus grey onset frame, resized to ``size`` (float32, signed).
+
+    :param size: output side in pixels (None keeps the frame size)
+    """
 
     name = "apex-diff"
     version = "1"
 
     def __init__(self, size: int | None = 32) -> None:
+        check_size(size, self.name)
         self.size = size
 
     def __call__(self, clip: Clip) -> np.ndarray:
-        frames = clip.frames
-        diff = to_grey(frames[resolve_apex(clip)[0]]).astype(np.float32) - to_grey(frames[clip.onset])
+        apex, onset = clip.take([resolve_apex(clip)[0], clip.onset])  # reads just these two
+        diff = to_grey(apex).astype(np.float32) - to_grey(onset)
         return resize_image(diff, self.size).astype(np.float32)
 
 
 class ApexFrame(Step):
-    """The grey apex frame resized to ``size`` (appearance only: no motion information)."""
+    """The grey apex frame resized to ``size`` (appearance only: no motion information).
+
+    :param size: output side in pixels (None keeps the frame size)
+    """
 
     name = "apex-frame"
     version = "1"
 
     def __init__(self, size: int | None = 32) -> None:
+        check_size(size, self.name)
         self.size = size
 
     def __call__(self, clip: Clip) -> np.ndarray:
-        return resize_image(to_grey(clip.frames[resolve_apex(clip)[0]]).astype(np.float32), self.size)
+        apex = clip.frame(resolve_apex(clip)[0])
+        return resize_image(to_grey(apex).astype(np.float32), self.size)
 
 
 def full_proba(proba: np.ndarray, seen: np.ndarray, num_classes: int) -> np.ndarray:
@@ -50,7 +62,12 @@ def full_proba(proba: np.ndarray, seen: np.ndarray, num_classes: int) -> np.ndar
 
 
 class LogReg(Model):
-    """Standardised multinomial logistic regression (scikit-learn, lbfgs)."""
+    """Standardised multinomial logistic regression (scikit-learn, lbfgs).
+
+    :param C: inverse L2 regularisation strength (smaller: stronger)
+    :param max_iter: lbfgs iterations at most
+    :param class_weight: "balanced" (inverse class frequency) or None
+    """
 
     def __init__(self, num_classes: int = 3, C: float = 0.1, max_iter: int = 1000,
                  class_weight: str | None = "balanced", seed: int = 0) -> None:
@@ -60,16 +77,22 @@ class LogReg(Model):
         self.class_weight = class_weight
         self.seed = seed
 
-    def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> "LogReg":
+    def _estimator(self) -> Any:
         from sklearn.linear_model import LogisticRegression
+
+        return LogisticRegression(C=self.C, max_iter=self.max_iter,
+                                  class_weight=self.class_weight, random_state=self.seed)
+
+    def validate(self) -> None:
+        """scikit-learn's own parameter validation, before any fold is fitted."""
+        self._estimator()._validate_params()
+
+    def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> "LogReg":
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
         X = np.asarray(X, dtype=np.float64).reshape(len(X), -1)
-        self.pipeline_ = make_pipeline(
-            StandardScaler(),
-            LogisticRegression(C=self.C, max_iter=self.max_iter, class_weight=self.class_weight,
-                               random_state=self.seed))
+        self.pipeline_ = make_pipeline(StandardScaler(), self._estimator())
         self.pipeline_.fit(X, y)
         return self
 
@@ -100,9 +123,14 @@ class LogReg(Model):
 
 
 class Chance(Model):
-    """Ignores the input: one-hot random labels, uniform or drawn from the training prior."""
+    """Ignores the input: one-hot random labels, uniform or drawn from the training prior.
+
+    :param strategy: "uniform" or "prior" (the training fold's class frequencies)
+    """
 
     def __init__(self, num_classes: int = 3, strategy: str = "uniform", seed: int = 0) -> None:
+        if strategy not in ("uniform", "prior"):
+            raise ConfigError(f"chance.strategy must be 'uniform' or 'prior', got {strategy!r}")
         self.num_classes = num_classes
         self.strategy = strategy
         self.seed = seed

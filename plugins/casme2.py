@@ -60,7 +60,7 @@ def CASME2(root: Any, variant: str = "raw", layout: str | None = None,
     labels = sorted({s.label for s in samples})
     return ReleaseDataset(
         samples, NAME, errata=applied, root=base, layout=template, annotation=path,
-        label_spaces={"5class": subset_space(labels, FIVE_CLASSES),
+        label_spaces={"5class": subset_space(labels, FIVE_CLASSES, drop=("fear", "sadness")),
                       "megc2019": megc2019_space(labels, drop=("fear", "sadness"))},
         classes={"5class": FIVE_CLASSES, "megc2019": MEGC2019_CLASSES})
 

@@ -29,7 +29,7 @@ from merbench import hookimpl
 from merbench.annotations import (MEGC2019_CLASSES, ReleaseDataset, apply_errata, clip_folder,
                                   make_sample, megc2019_space, native_label, open_release,
                                   sample_id, subject_id, text)
-from merbench.datasets import Erratum
+from merbench.datasets import Erratum, LabelSpace
 from merbench.errors import ConfigError
 from merbench.ids import IdSpelling
 
@@ -76,10 +76,12 @@ def CASME3A(root: Any, modality: str = "color", layout: str | None = None,
     for r in records:
         subject, clip = subject_id(NAME, r["subject"]), _clip(r)
         folder = clip_folder(base, template, {"subject": subject, "file": text(r["file"]),
-                                              "onset": text(r["onset"]), "clip": clip})
+                                              "onset": text(r["onset"]), "clip": clip},
+                             f"{r['_table']} row {r['_row']}")
         samples.append(make_sample(NAME, r, subject, clip, native_label(r["emotion"]), folder))
     megc = megc2019_space(sorted({s.label for s in samples}))
-    four = {lab: "others" if lab == "others" else cls for lab, cls in megc.items()}
+    four = LabelSpace({lab: "others" if lab == "others" else cls for lab, cls in megc.items()},
+                      unknown=megc.unknown)
     return ReleaseDataset(samples, NAME, errata=applied, root=base, layout=template,
                           annotation=path, label_spaces={"4class": four, "megc2019": megc},
                           classes={"4class": FOUR_CLASSES, "megc2019": MEGC2019_CLASSES})

@@ -27,7 +27,7 @@ from typing import Any
 
 from merbench import hookimpl
 from merbench.annotations import (MEGC2019_CLASSES, Record, ReleaseDataset, apply_errata,
-                                  clip_id, make_sample, megc2019_space, native_label,
+                                  clip_folder, clip_id, make_sample, megc2019_space, native_label,
                                   open_release, sample_id, subject_id, text)
 from merbench.datasets import Erratum
 from merbench.errors import ConfigError, DataError
@@ -101,7 +101,8 @@ def CASMESq(root: Any, expressions: str = "micro", layout: str | None = None,
         video = text(r["video"]).replace("\\", "/").split("/")[-1]
         samples.append(make_sample(
             NAME, r, subject, clip, native_label(r["emotion"]),
-            base / template.format(subject=subject, video=video),
+            clip_folder(base, template, {"subject": subject, "video": video},
+                        f"{r['_table']} row {r['_row']}"),
             meta=(("type", text(r["type"])), ("self_report", native_label(r["self_report"])),
                   ("video", video))))
     labels = sorted({s.label for s in samples})

@@ -232,7 +232,20 @@ def _module_class() -> type:
 
 class CropNet(TorchClassifier):
     """CropNet (seed 000): CGPO crops -> shared timm trunk -> per-crop FC + position embeddings
-    -> FC. See the module docstring for the parameters' sources."""
+    -> FC. See the module docstring for the parameters' sources.
+
+    :param size: input image side in pixels (320 in the seed)
+    :param crop: side of each CGPO crop (160: half the input)
+    :param alpha: overlap of neighbouring crops (0.3: stride 112 for 160-pixel crops)
+    :param cgpo: use the 10 CGPO crops; False classifies the whole image (the ablation)
+    :param feature_dim: per-crop feature width after the shared FC
+    :param trunk: timm model name of the shared trunk
+    :param pretrained: PATH to local trunk weights, None (a warm timm cache, else random),
+        True (the cache, required) or False (random init)
+    :param dropout: dropout before the classifier
+    :param pos_variance: variance of the position embeddings' normal init
+    :param augmentation: colour jitter, greyscale, flip and rotation while training
+    """
 
     defaults = {"epochs": 30, "batch_size": 32, "lr": 1e-3, "optimizer": "adamp",
                 "label_smoothing": 0.1}

@@ -113,7 +113,11 @@ def __getattr__(name: str) -> Any:
 
 
 class DualInception(TorchClassifier):
-    """Dual-Inception on 28×28 flow images; defaults from the authors' released code."""
+    """Dual-Inception on 28×28 flow images; defaults from the authors' released code.
+
+    :param streams: the input channels of the horizontal and vertical flow streams
+    :param hidden: width of the fully connected layer after the two streams
+    """
 
     defaults = {"epochs": 40, "batch_size": 3, "lr": 1e-4, "val_fraction": 0.2, "patience": 40}
     parallel_folds = True  # 28×28 inputs, batch 3: one thread per fold, folds side by side

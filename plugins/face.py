@@ -127,15 +127,20 @@ def centre_crop_matrix(height: int, width: int, size: int) -> np.ndarray:
                      [0.0, 0.0, 1.0]])
 
 
-def warp_frames(frames: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
-    """One ``cv2.warpAffine`` per frame with the same matrix (edges replicated)."""
+def warp_frame(frame: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+    """``cv2.warpAffine`` of one frame to size×size (edges replicated)."""
     import cv2
 
-    out = np.empty((frames.shape[0], size, size) + frames.shape[3:], dtype=np.uint8)
     m = np.ascontiguousarray(matrix[:2], dtype=np.float64)
+    return cv2.warpAffine(frame, m, (size, size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def warp_frames(frames: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+    """One ``cv2.warpAffine`` per frame with the same matrix (edges replicated)."""
+    out = np.empty((frames.shape[0], size, size) + frames.shape[3:], dtype=np.uint8)
     for t in range(frames.shape[0]):
-        out[t] = cv2.warpAffine(frames[t], m, (size, size), flags=cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_REPLICATE)
+        out[t] = warp_frame(frames[t], matrix, size)
     return out
 
 
@@ -144,15 +149,18 @@ def warp_frames(frames: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray
 class FaceCrop(Step):
     """Align (eyes level) and crop the face found on the onset frame; same transform for all frames.
 
-    Parameters: ``size`` output side in pixels; ``margin`` [ours] fraction of the landmark box's
-    larger side added on each side (the box runs from the eyebrows to the chin, so the margin
-    leaves room for raised brows); ``search`` how many frames after the onset to try when dlib
-    finds no face on it; ``fallback`` None (a DataError naming the sample) or ``"centre"`` (the
-    centred square, recorded in ``clip.notes``, landmarks None); ``upsample`` dlib detector
-    upsampling (1 finds faces down to about 40 px); ``reuse_landmarks`` use landmarks already on
-    the Clip (in its frames' coordinates, e.g. precomputed ones) instead of running dlib.
     Of several faces the detector's highest-scoring one is kept. Output landmarks are in the
     cropped frames' coordinates.
+
+    :param size: output side in pixels
+    :param margin: [ours] fraction of the landmark box's larger side added on each side (the
+        box runs from the eyebrows to the chin, so the margin leaves room for raised brows)
+    :param search: how many frames after the onset to try when dlib finds no face on it
+    :param fallback: None (a DataError naming the sample) or "centre" (the centred square,
+        recorded in the run's fallback notes, landmarks None)
+    :param upsample: dlib detector upsampling (1 finds faces down to about 40 px)
+    :param reuse_landmarks: use landmarks already on the Clip (in its frames' coordinates, e.g.
+        precomputed ones) instead of running dlib
     """
 
     name = "face-crop"
@@ -168,7 +176,8 @@ class FaceCrop(Step):
         if fallback not in (None, "centre", "center"):
             raise ConfigError(f"step 'face-crop': unknown fallback {fallback!r}",
                               "use fallback=None (fail) or fallback='centre'")
-        if not 0 <= margin < 5:
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) \
+                or not 0 <= margin < 5:
             raise ConfigError(f"step 'face-crop': margin {margin!r} is out of range",
                               "use a fraction such as 0.15")
         for name, value in (("search", search), ("upsample", upsample)):
@@ -184,9 +193,9 @@ class FaceCrop(Step):
 
     def find_landmarks(self, clip: Clip) -> tuple[np.ndarray | None, list[str]]:
         """dlib on the onset frame, then on up to ``search`` following frames."""
-        frames, notes = clip.frames, []
-        for t in range(clip.onset, self._last_tried(clip) + 1):
-            points, found = detect_landmarks(frames[t], self.upsample)
+        notes: list[str] = []
+        for t in range(clip.onset, self._last_tried(clip) + 1):  # read one frame at a time
+            points, found = detect_landmarks(clip.frame(t), self.upsample)
             if points is None:
                 continue
             if t != clip.onset:
@@ -217,15 +226,19 @@ class FaceCrop(Step):
                 raise DataError(f"{name}: no face found in {tried}",
                                 "check the frames, or use face-crop fallback='centre'")
             log.warning("%s: no face found in %s, centre crop used", name, tried)
-            height, width = clip.frames.shape[1:3]
-            frames = warp_frames(clip.frames, centre_crop_matrix(height, width, self.size),
-                                 self.size)
+            height, width = clip.frame(clip.onset).shape[:2]
+            matrix = centre_crop_matrix(height, width, self.size)
             note = f"face-crop: no face found in {tried}, centre crop fallback"
-            return clip.with_frames(frames, landmarks=None, notes=clip.notes + (note,))
+            return self._warped(clip, matrix, landmarks=None, notes=clip.notes + (note,))
         matrix = alignment_matrix(points, self.size, self.margin, name)
-        frames = warp_frames(clip.frames, matrix, self.size)
-        return clip.with_frames(frames, landmarks=apply_affine(matrix, points),
-                                notes=clip.notes + tuple(notes))
+        return self._warped(clip, matrix, landmarks=apply_affine(matrix, points),
+                            notes=clip.notes + tuple(notes))
+
+    def _warped(self, clip: Clip, matrix: np.ndarray, **changes: Any) -> Clip:
+        """The clip with every frame warped by ``matrix``, lazily: a later step that reads
+        two frames warps (and reads) two."""
+        size = self.size
+        return clip.map_frames(lambda frame: warp_frame(frame, matrix, size), **changes)
 
 
 class KeyFrames(Step):
@@ -233,6 +246,8 @@ class KeyFrames(Step):
 
     Without an annotated apex the middle frame is used; the returned clip then carries it as an
     estimated apex (``apex_estimated`` and a note).
+
+    :param n_key: number of key frames between onset and offset
     """
 
     name = "key-frames"

@@ -68,9 +68,15 @@ def minmax_uint8(channel: np.ndarray) -> np.ndarray:
 class Flow(Step):
     """Onset -> apex optical flow (float32 H×W×2 u, v; H×W×3 with ``strain=True``).
 
-    ``method`` "tvl1" (cv2.optflow.DualTVL1OpticalFlow_create with ``tau``, ``lambda_``,
-    ``theta``, ``warps``; OpenCV defaults for the rest) or "farneback" (``farneback`` = pyr_scale,
-    levels, winsize, iterations, poly_n, poly_sigma [ours: OpenCV tutorial values]).
+    :param method: "tvl1" (cv2.optflow.DualTVL1OpticalFlow_create; OpenCV defaults for what is
+        not a parameter here) or "farneback"
+    :param strain: add the optical strain magnitude as a third channel
+    :param tau: TV-L1 time step
+    :param lambda_: TV-L1 data-term weight (smaller: smoother flow)
+    :param theta: TV-L1 coupling of the two energy terms
+    :param warps: TV-L1 warps per pyramid level
+    :param farneback: Farneback pyr_scale, levels, winsize, iterations, poly_n, poly_sigma
+        [ours: OpenCV tutorial values]
     """
 
     name = "flow"
@@ -82,7 +88,14 @@ class Flow(Step):
         if method not in METHODS:
             raise ConfigError(f"step {self.name!r}: unknown flow method {method!r}",
                               f"use one of {', '.join(METHODS)}")
-        if len(tuple(farneback)) != 6:
+        for key, value in (("tau", tau), ("lambda_", lambda_), ("theta", theta)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ConfigError(f"step {self.name!r}: {key} must be a positive number, got "
+                                  f"{value!r}", "use the default unless you know why")
+        if isinstance(warps, bool) or not isinstance(warps, int) or warps < 1:
+            raise ConfigError(f"step {self.name!r}: warps must be a positive integer, got "
+                              f"{warps!r}", "use e.g. warps=5")
+        if not isinstance(farneback, (tuple, list)) or len(tuple(farneback)) != 6:
             raise ConfigError(f"step {self.name!r}: farneback needs 6 values, got {farneback!r}",
                               "pyr_scale, levels, winsize, iterations, poly_n, poly_sigma")
         self.method = method
@@ -102,8 +115,8 @@ class Flow(Step):
             log.debug("%s: apex estimated, flow to frame %d", where, apex)
         if apex == clip.onset:
             log.warning("%s: apex is the onset frame, the flow is (near) zero", where)
-        frames = clip.frames
-        return optical_flow(frames[clip.onset], frames[apex], self.method, self.tau,
+        first, last = clip.take([clip.onset, apex])  # reads just these two
+        return optical_flow(first, last, self.method, self.tau,
                             self.lambda_, self.theta, self.warps, self.farneback)
 
     def __call__(self, clip: Clip) -> np.ndarray:
@@ -117,9 +130,10 @@ class Flow(Step):
 class FlowImage(Flow):
     """STSTNet input: u, v, strain each min-max scaled to 0..255 per sample, resized, uint8.
 
-    ``channels`` orders the planes by letter: "uvs" (u, v, strain) by default; published STSTNet
-    inputs are images read with OpenCV, i.e. BGR order of (u, v, strain) images: ``"svu"``.
-    ``size`` int or (height, width), None keeps the flow's size (area averaging when shrinking).
+    :param channels: plane order by letter: "uvs" (u, v, strain); published STSTNet inputs are
+        images read with OpenCV, i.e. BGR order of (u, v, strain) images: "svu"
+    :param size: output side, or (height, width); None keeps the flow's size (area averaging
+        when shrinking)
     """
 
     name = "flow-image"

@@ -2,7 +2,8 @@
 
 Many MEGC2019 papers publish their inputs (e.g. 28x28 optical-flow images) rather than code;
 this dataset lets any protocol run on them. The index CSV has columns ``dataset, subject,
-clip, label, path`` (path relative to the CSV's folder, or absolute), one row per sample::
+clip, label, path`` (path relative to the CSV's folder, and inside it: no ``..``, no absolute
+path; a symlink inside the folder may lead elsewhere), one row per sample::
 
     dataset,subject,clip,label,path
     samm,6,006_1_2,0,samm/006_1_2.png
@@ -17,7 +18,7 @@ negative/positive/surprise, ``megc2019`` (0 -> negative, 1 -> positive, 2 -> sur
 """
 from __future__ import annotations
 
-import csv
+import os
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,9 @@ from merbench import hookimpl
 from merbench.annotations import MEGC2019_CLASSES, clip_id, subject_id
 from merbench.datasets import Dataset
 from merbench.errors import ConfigError, DataError
+from merbench.textio import csv_rows, read_text
 from merbench.types import Sample
-from merbench.video import IMAGE_EXTENSIONS
+from merbench.video import IMAGE_EXTENSIONS, image_problem
 
 COLUMNS = ("dataset", "subject", "clip", "label", "path")
 
@@ -48,8 +50,11 @@ def _index_path(root: Any, index: Any) -> Path:
     if root is not None and not path.is_absolute():
         path = Path(root) / path
     if not path.is_file():
-        raise DataError(f"folder: no index CSV at {path}",
-                        "write index.csv with columns " + ", ".join(COLUMNS))
+        others = sorted(p.name for p in path.parent.glob("*.csv")) if path.parent.is_dir() else []
+        raise DataError(f"folder: {path.parent} holds no {path.name}"
+                        + (f" (CSV files there: {', '.join(others[:5])})" if others else ""),
+                        f"pass the index CSV itself, e.g. {path.parent / others[0]}" if others
+                        else "write index.csv with columns " + ", ".join(COLUMNS))
     return path
 
 
@@ -82,17 +87,15 @@ class Folder(Dataset):
             self._classes["megc2019"] = list(MEGC2019_CLASSES)
 
     def _read(self) -> list[Sample]:
-        with open(self.index, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            header = [h.strip().lower() for h in reader.fieldnames or []]
-            missing = [c for c in COLUMNS if c not in header]
-            if missing:
-                raise DataError(f"folder: {self.index} lacks column(s) {', '.join(missing)}",
-                                f"its header must name {', '.join(COLUMNS)}")
-            rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
-                    for row in reader]
-        samples = []
-        for number, row in enumerate(rows, start=2):
+        lines = csv_rows(read_text(self.index, "folder: index"), f"folder: {self.index}")
+        header = [h.strip().lower() for h in next(lines, [])]
+        missing = [c for c in COLUMNS if c not in header]
+        if missing:
+            raise DataError(f"folder: {self.index} lacks column(s) {', '.join(missing)}",
+                            f"its header must name {', '.join(COLUMNS)}")
+        samples, rows_of = [], {}
+        for number, cells in enumerate(lines, start=2):
+            row = {h: (cells[k].strip() if k < len(cells) else "") for k, h in enumerate(header)}
             if not any(row.values()):
                 continue
             empty = [c for c in COLUMNS if not row.get(c)]
@@ -100,14 +103,28 @@ class Folder(Dataset):
                 raise DataError(f"folder: {self.index} row {number} has no {empty[0]}",
                                 "fill every column of the index")
             dataset = row["dataset"].lower()
-            path = Path(row["path"])
-            path = path if path.is_absolute() else self.index.parent / path
-            samples.append(Sample(dataset=dataset, subject=subject_id(dataset, row["subject"]),
-                                  clip=clip_id(dataset, row["clip"]), label=row["label"],
-                                  path=str(path)))
+            sample = Sample(dataset=dataset, subject=subject_id(dataset, row["subject"]),
+                            clip=clip_id(dataset, row["clip"]), label=row["label"],
+                            path=str(self._inside(row["path"], number)))
+            if sample.id in rows_of:
+                raise DataError(f"folder: {self.index} rows {rows_of[sample.id]} and {number} "
+                                f"both describe {sample.id}", "delete one of the two rows")
+            rows_of[sample.id] = number
+            samples.append(sample)
         if not samples:
             raise DataError(f"folder: {self.index} lists no samples")
         return samples
+
+    def _inside(self, cell: str, number: int) -> Path:
+        """An index path, which must stay inside the index's folder (no ``..``, not absolute):
+        an index never makes merbench read files from elsewhere."""
+        relative = Path(cell)
+        normal = os.path.normpath(cell)
+        if relative.is_absolute() or normal == ".." or normal.startswith(".." + os.sep):
+            raise DataError(f"folder: {self.index} row {number}: path {cell!r} leads outside "
+                            f"the index's folder {self.index.parent}",
+                            "give paths relative to the index's folder, inside it")
+        return self.index.parent / relative
 
     def datasets(self) -> list[str]:
         """The dataset names the index holds."""
@@ -134,9 +151,12 @@ class Folder(Dataset):
                             f"use {', '.join(sorted(IMAGE_EXTENSIONS))} or .npy")
         import cv2
 
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        data = path.read_bytes()
+        problem = image_problem(data, suffix)
+        image = None if problem else cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
         if image is None:
-            raise DataError(f"{sample.id}: image {path} is unreadable or corrupt")
+            raise DataError(f"{sample.id}: image {path} {problem or 'is unreadable or corrupt'}",
+                            f"restore it, or fix its row in {self.index}")
         return image if self.channels == "bgr" else np.ascontiguousarray(image[..., self._order])
 
 

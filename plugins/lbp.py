@@ -30,7 +30,9 @@ from typing import Any
 import numpy as np
 
 from merbench import Clip, MethodSpec, Step, hookimpl
+from merbench.clips import to_grey
 from merbench.errors import ConfigError, DataError
+from merbench.types import stack_into
 
 PLANES = ("XY", "XT", "YT")
 _CHUNK_VOXELS = 1 << 15  # voxels per run of frames: float64 temporaries (256 KB) stay in cache
@@ -144,8 +146,12 @@ def grey_volume(clip: Any, where: str = "") -> np.ndarray:
     A bare (T,H,W) or (T,H,W,3) uint8 array is accepted as the whole span.
     """
     if isinstance(clip, Clip):
-        frames = clip.frames[clip.onset:clip.end + 1]
+        clip.validate()
         where = clip.sample_id or where
+        # streamed and made grey frame by frame: a third of the RGB span, never all of it
+        frames = stack_into(clip.end + 1 - clip.onset,
+                            (to_grey(f) for f in clip.iter_frames(clip.onset, clip.end + 1)),
+                            where)
     elif isinstance(clip, np.ndarray):
         frames = clip
     else:
@@ -427,13 +433,17 @@ def lbp_sip(volume: np.ndarray, radius: float = 1, radius_t: float = 1,
 class LBPTOP(Step):
     """LBP-TOP histograms (XY, XT, YT planes) of the grey clip span onset..offset.
 
-    ``points`` = (P_xy, P_xt, P_yt), ``radii`` = (R_x, R_y, R_t), ``blocks`` = (rows, cols,
-    time parts). ``interpolation``: "bilinear" (as the Oulu code and skimage) or "nearest"
-    (offsets rounded half away from zero). ``mapping``: "u2" (P(P-1)+3 bins, 59 for P = 8) or
-    "none" (2^P bins). ``normalize``: "block" (each block's plane histogram sums to 1) or
-    "global" [ours] (counts / number of centre voxels, so each plane sums to 1 over all
-    blocks and block sizes are kept). Offsets are rounded to 5 decimals and blocks split the
-    valid centre region, see the module docstring [ours].
+    Offsets are rounded to 5 decimals and blocks split the valid centre region, see the module
+    docstring [ours].
+
+    :param points: neighbours per plane (P_xy, P_xt, P_yt)
+    :param radii: radii (R_x, R_y, R_t) in pixels and frames
+    :param blocks: (rows, cols, time parts) the histograms are computed over
+    :param interpolation: "bilinear" (as the Oulu code and skimage) or "nearest" (offsets
+        rounded half away from zero)
+    :param mapping: "u2" (P(P-1)+3 bins, 59 for P = 8) or "none" (2^P bins)
+    :param normalize: "block" (each block's plane histogram sums to 1) or "global" [ours]
+        (counts / number of centre voxels: each plane sums to 1 over all blocks)
     """
 
     name = "lbp-top"
@@ -469,9 +479,12 @@ class LBPTOP(Step):
 class LBPSIP(Step):
     """LBP-SIP (six intersection points) histograms of the grey clip span onset..offset.
 
-    4 spatial neighbours at ``radius`` (16-bin code) and the same pixel ``radius_t`` frames
-    before and after (4-bin code), per block of ``blocks`` = (rows, cols, time parts); each
-    part L1-normalised, 20 values per block.
+    4 spatial neighbours (16-bin code) and the same pixel before and after (4-bin code), per
+    block; each part L1-normalised, 20 values per block.
+
+    :param radius: distance of the 4 spatial neighbours in pixels
+    :param radius_t: distance of the 2 temporal neighbours in frames
+    :param blocks: (rows, cols, time parts) the histograms are computed over
     """
 
     name = "lbp-sip"

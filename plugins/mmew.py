@@ -19,8 +19,9 @@ from __future__ import annotations
 from typing import Any
 
 from merbench import hookimpl
-from merbench.annotations import (MEGC2019_CLASSES, ReleaseDataset, clip_id, make_sample,
-                                  megc2019_space, native_label, open_release, subject_id, text)
+from merbench.annotations import (MEGC2019_CLASSES, ReleaseDataset, clip_folder, clip_id,
+                                  make_sample, megc2019_space, native_label, open_release,
+                                  sample_id, subject_id, text, unique_records)
 from merbench.ids import IdSpelling
 
 NAME = "mmew"
@@ -39,9 +40,10 @@ def MMEW(root: Any, layout: str | None = None, annotation: str | None = None,
         fields=("emotion", "subject", "clip"), columns=COLUMNS, annotation=annotation,
         layout=layout, require_frames=require_frames, optional=("au",))
     samples = []
-    for r in records:
+    for r in unique_records(records, lambda r: sample_id(NAME, r["subject"], r["clip"])).values():
         subject, clip = subject_id(NAME, r["subject"]), clip_id(NAME, r["clip"])
-        folder = base / template.format(emotion=text(r["emotion"]), subject=subject, clip=clip)
+        folder = clip_folder(base, template, {"emotion": text(r["emotion"]), "subject": subject,
+                                              "clip": clip}, f"{r['_table']} row {r['_row']}")
         samples.append(make_sample(NAME, r, subject, clip, native_label(r["emotion"]), folder))
     labels = sorted({s.label for s in samples})
     return ReleaseDataset(samples, NAME, root=base, layout=template,

@@ -47,8 +47,12 @@ def relative_residual(diff: np.ndarray, g_min: int = 0, g_max: int = 255) -> np.
 
 
 class _ResidualSum(Step):
-    """Shared parameters: ``n_key`` key frames (None: use ``clip.key_frames`` from a preceding
-    ``key-frames`` step); ``size`` optional output resize (int or (height, width))."""
+    """Shared parameters of the residual images.
+
+    :param n_key: number of key frames (None: the clip's key frames from a preceding key-frames
+        step)
+    :param size: output side, or (height, width); None keeps the frame size
+    """
 
     version = "1"
 
@@ -72,7 +76,8 @@ class _ResidualSum(Step):
                                 f"onset..last frame {start}..{clip.n_frames - 1}")
         else:
             start, keys, _, _ = span_key_frames(clip, self.n_key)
-        return residual_sum(clip.frames, start, keys)
+        frames = clip.take((start,) + tuple(keys))  # reads the key frames only
+        return residual_sum(frames, 0, tuple(range(1, len(keys) + 1)))
 
     def transform(self, diff: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
         raise NotImplementedError

@@ -49,7 +49,8 @@ def SAMM(root: Any, layout: str | None = None, annotation: str | None = None,
     labels = sorted({s.label for s in samples})
     return ReleaseDataset(
         samples, NAME, errata=applied, root=base, layout=template, annotation=path,
-        label_spaces={"5class": subset_space(labels, FIVE_CLASSES),
+        label_spaces={"5class": subset_space(labels, FIVE_CLASSES,
+                                             drop=("disgust", "fear", "sadness")),
                       "megc2019": megc2019_space(labels)},
         classes={"5class": FIVE_CLASSES, "megc2019": MEGC2019_CLASSES})
 

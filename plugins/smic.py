@@ -27,7 +27,7 @@ from merbench import hookimpl
 from merbench.annotations import (MEGC2019_CLASSES, ReleaseDataset, check_template,
                                   clip_id, discover, find_file, frame_number, megc2019_space,
                                   native_label, read_table, release_root, sheet_names,
-                                  subject_id, template_top)
+                                  subject_id, template_top, unique_records)
 from merbench.errors import ConfigError, DataError
 from merbench.types import Sample
 from merbench.video import index_frames
@@ -44,7 +44,8 @@ def _annotated(path: Any, variant: str) -> dict[str, tuple[int, int]]:
     if variant not in sheet_names(path):
         return {}
     out = {}
-    for r in read_table(path, COLUMNS, sheet=variant, where=f"{NAME}: {path.name}"):
+    records = read_table(path, COLUMNS, sheet=variant, where=f"{NAME}: {path.name}")
+    for r in unique_records(records, lambda r: clip_id(NAME, r["clip"])).values():
         clip = clip_id(NAME, r["clip"])
         where = f"{NAME}/{subject_id(NAME, r['subject'])}/{clip} ({path.name} row {r['_row']})"
         out[clip] = (frame_number(r["onset"], where, "onset"),

@@ -115,7 +115,10 @@ def __getattr__(name: str) -> Any:
 
 
 class STSTNet(TorchClassifier):
-    """STSTNet on 28×28×3 (u, v, strain) flow images, published defaults (METHODS §9)."""
+    """STSTNet on 28×28×3 (u, v, strain) flow images, published defaults (METHODS §9).
+
+    :param dropout: dropout after each stream's max-pooling (0.5 in the released code)
+    """
 
     defaults = {"epochs": 500, "batch_size": 256, "lr": 5e-5, "input_scale": 1.0, "amp": False}
     parallel_folds = True  # 1.7k parameters: one thread per fold, folds side by side

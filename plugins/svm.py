@@ -29,15 +29,18 @@ def _softmax(scores: np.ndarray) -> np.ndarray:
 class SVM(Model):
     """SVM classifier: linear or χ² kernel, optional standardisation, softmax scores.
 
-    ``kernel``: "linear" or "chi2" (exp(-gamma * Σ (x-y)²/(x+y)), the usual kernel for
-    histograms; features must be non-negative). ``gamma`` (χ² only): a number, or "auto" =
-    1 / mean χ² distance between training samples [ours: the usual heuristic; sklearn's
-    default of 1 makes the kernel vanish on concatenated block histograms]. ``C``: the margin
-    penalty. ``standardize``: zero mean, unit variance per feature, fitted on the training
-    fold; None (default) means on for "linear" and off for "chi2" (centred features are
-    negative, which χ² cannot take). ``class_weight``: None or "balanced". ``num_classes``:
-    columns of ``predict_proba`` (a class absent from the training fold gets probability 0);
-    by default max(y) + 1. ``seed`` is accepted for the runner; the SVM is deterministic.
+    ``num_classes``: columns of ``predict_proba`` (a class absent from the training fold gets
+    probability 0); by default max(y) + 1. ``seed`` is accepted for the runner; the SVM is
+    deterministic.
+
+    :param kernel: "linear" or "chi2" (exp(-gamma * Σ (x-y)²/(x+y)), the usual kernel for
+        histograms; features must be non-negative)
+    :param C: the margin penalty
+    :param standardize: zero mean, unit variance per feature, fitted on the training fold; None
+        means on for "linear" and off for "chi2" (centred features are negative)
+    :param class_weight: None or "balanced"
+    :param gamma: χ² only: a number, or "auto" = 1 / mean χ² distance between training samples
+        [ours: sklearn's default of 1 makes the kernel vanish on concatenated block histograms]
     """
 
     def __init__(self, kernel: str = "linear", C: float = 1.0, standardize: bool | None = None,

@@ -21,7 +21,7 @@ import io
 import logging
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -103,9 +103,17 @@ def profile(n: int, onset: int, apex: int, offset: int) -> np.ndarray:
 class Synthetic(Dataset):
     """Seeded synthetic micro-expressions (astronaut face); sizes and difficulty are parameters.
 
-    ``amplitude`` is the (min, max) apex displacement in output pixels; ``jitter`` the head
-    jitter std (px), ``flicker`` the illumination gain std, ``noise`` the sensor noise std
-    (grey levels); ``appearance`` scales the per-subject appearance change (0 = identical faces).
+    :param subjects: number of subjects
+    :param clips_per_class: clips of each class per subject
+    :param classes: 3 (negative, positive, surprise) or 5 classes
+    :param size: frame side in pixels
+    :param frames: frames per clip
+    :param seed: seed of the whole set (same seed, same clips)
+    :param amplitude: (min, max) apex displacement in output pixels
+    :param jitter: head jitter std in pixels
+    :param flicker: illumination gain std
+    :param noise: sensor noise std in grey levels
+    :param appearance: scale of the per-subject appearance change (0: identical faces)
     """
 
     name = "synthetic"
@@ -116,9 +124,26 @@ class Synthetic(Dataset):
                  flicker: float = 0.02, noise: float = 2.0, appearance: float = 1.0) -> None:
         if classes not in CLASS_SETS:
             raise ConfigError(f"synthetic: classes must be 3 or 5, got {classes}")
+        numbers = {"subjects": subjects, "clips_per_class": clips_per_class, "size": size,
+                   "frames": frames, "seed": seed}
+        wrong = [k for k, v in numbers.items() if isinstance(v, bool) or not isinstance(v, int)]
+        if wrong:
+            raise ConfigError(f"synthetic: {wrong[0]} must be an integer, got "
+                              f"{numbers[wrong[0]]!r}")
         if subjects < 2 or clips_per_class < 1 or size < 16 or frames < 12:
             raise ConfigError("synthetic: needs subjects >= 2, clips_per_class >= 1, size >= 16, "
                               "frames >= 12")
+        if size > 4096 or subjects * clips_per_class > 100_000 or frames > 100_000:
+            raise ConfigError("synthetic: needs size <= 4096, frames <= 100000 and at most "
+                              "100000 clips per class")
+        reals = {"jitter": jitter, "flicker": flicker, "noise": noise, "appearance": appearance}
+        if not isinstance(amplitude, (tuple, list)) or len(amplitude) != 2:
+            raise ConfigError(f"synthetic: amplitude must be (low, high), got {amplitude!r}")
+        reals.update({"amplitude[0]": amplitude[0], "amplitude[1]": amplitude[1]})
+        bad = [k for k, v in reals.items()
+               if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1e6]
+        if bad:
+            raise ConfigError(f"synthetic: {bad[0]} must be a number >= 0, got {reals[bad[0]]!r}")
         self.root = root
         self.subjects_n, self.clips_per_class, self.n_classes = subjects, clips_per_class, classes
         self.size, self.frames_n, self.seed = size, frames, seed
@@ -238,9 +263,14 @@ class Synthetic(Dataset):
 
     def load(self, sample: Sample) -> Clip:
         numbers = tuple(range(sample.onset, sample.offset + 1))
+
+        def reader(positions: Sequence[int]) -> np.ndarray:  # the cached clip, rendered once
+            return self.clip_frames(sample)[list(positions)]
+
         return Clip(lambda: self.clip_frames(sample), onset=0,
                     apex=sample.apex - sample.onset, offset=len(numbers) - 1,
-                    sample_id=sample.id, frame_numbers=numbers)
+                    sample_id=sample.id, frame_numbers=numbers, reader=reader,
+                    length=len(numbers))
 
 
 @hookimpl

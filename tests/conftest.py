@@ -7,13 +7,17 @@ stdout and stderr.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
+# licence-restricted annotation files and published logs: ../shared/realdata next to the
+# checkout, or wherever MERBENCH_REALDATA points (README, Databases)
+REALDATA = Path(os.environ.get("MERBENCH_REALDATA")
+                or Path(__file__).resolve().parents[2] / "shared" / "realdata")
 
 # The smallest synthetic set that still gives every LOSO fold every class in training
 # (frames >= 17 keeps every synthetic apex inside the clip; see test_synthetic.py).

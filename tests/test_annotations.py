@@ -46,7 +46,7 @@ def test_read_table_finds_the_header_below_a_preamble(tmp_path: Path) -> None:
     rows = read_table(tmp_path / "t.xlsx", cols, optional=("objective",), sheet="MICRO_ONLY")
     assert [(r["subject"], r["onset"], r["objective"], r["_row"]) for r in rows] == [
         ("006", 5562, None, 4), (7, 10.0, None, 6)]
-    with pytest.raises(DataError, match="no header row with columns .*'Objective Classes'"):
+    with pytest.raises(DataError, match=r"header row \(row 3\) of .*t.xlsx has no column 'Objective Classes'"):
         read_table(tmp_path / "t.xlsx", cols)
     with pytest.raises(DataError, match="has no sheet 'label'"):
         read_table(tmp_path / "t.xlsx", cols, sheet="label")
@@ -131,3 +131,19 @@ def test_find_file_nearest_first(tmp_path: Path) -> None:
     assert find_file("casme2", tmp_path, ("x.xlsx",), "", required=False) is None
     with pytest.raises(DataError, match="annotation file .*nope.xlsx does not exist"):
         find_file("casme2", tmp_path, ("x.xlsx",), "", annotation="nope.xlsx")
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16"])
+def test_read_table_reads_csv_as_spreadsheets_save_it(tmp_path: Path, encoding: str) -> None:
+    text = '"Subject","Filename","Onset Frame","Note"\r\n1,EP01,5,' + "x" * 150_000 + "\r\n"
+    (tmp_path / "t.csv").write_bytes(text.encode(encoding))
+    cols = {"subject": ("Subject",), "clip": ("Filename",), "onset": ("Onset Frame",)}
+    rows = read_table(tmp_path / "t.csv", cols)
+    assert [(r["subject"], r["clip"], r["onset"], r["_row"]) for r in rows] == [
+        ("1", "EP01", "5", 2)]
+
+
+def test_read_table_names_a_file_it_cannot_decode(tmp_path: Path) -> None:
+    (tmp_path / "t.csv").write_bytes("Subject,Filename\n1,Épisode\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"annotation file .*t.csv is not UTF-8 text"):
+        read_table(tmp_path / "t.csv", {"subject": ("Subject",)})

@@ -137,7 +137,7 @@ def test_a_fold_is_written_with_its_predictions_or_not_at_all(tmp_path: Path) ->
 def test_a_file_that_is_not_a_store_is_refused_and_left_alone(tmp_path: Path) -> None:
     path = tmp_path / "results.sqlite"
     path.write_bytes(b"definitely not sqlite" * 100)
-    with pytest.raises(DataError, match="cannot be opened"):
+    with pytest.raises(DataError, match="is damaged or not a merbench store"):
         Store(path)
     assert path.read_bytes() == b"definitely not sqlite" * 100
 
@@ -183,3 +183,71 @@ def test_a_finished_run_is_never_demoted(tmp_path: Path) -> None:
     st.set_status(run_id, "finished")
     st.set_status(run_id, "interrupted")  # e.g. a second command on the same run stopping
     assert st.run(run_id).status == "finished"
+
+
+# -- the cache key covers the frame files ----------------------------------------------------
+def _release_clip(folder: Path) -> tuple[object, object]:
+    import cv2
+
+    import merbench
+    from merbench.datasets import Dataset
+    from merbench.types import Sample
+
+    folder.mkdir()
+    for k in range(1, 9):
+        cv2.imwrite(str(folder / f"img{k}.png"), np.full((32, 32, 3), 10 * k, np.uint8))
+    sample = Sample("x", "s1", "c", "negative", onset=1, apex=5, offset=8, path=str(folder))
+    return Dataset([sample], name="x"), merbench.method("diff-logreg")
+
+
+def test_an_overwritten_frame_is_never_served_stale(tmp_path: Path) -> None:
+    import cv2
+
+    from merbench.preprocess import preprocess
+
+    ds, meth = _release_clip(tmp_path / "clip")
+    cache = tmp_path / "cache"
+    first = preprocess(meth, {"x": ds}, ds.samples, cache_root=str(cache)).X
+    assert first.mean() == pytest.approx(40.0)  # apex 50 - onset 10
+    apex = tmp_path / "clip" / "img5.png"
+    cv2.imwrite(str(apex), np.full((32, 32, 3), 90, np.uint8))
+    second = preprocess(meth, {"x": ds}, ds.samples, cache_root=str(cache)).X
+    assert second.mean() == pytest.approx(80.0)
+    assert len(list(cache.rglob("*.npy"))) == 2
+
+
+def test_a_frame_restored_with_its_old_mtime_gets_a_new_key(tmp_path: Path) -> None:
+    """``cp -p``, ``rsync -a`` and tar keep mtimes: size and mtime alone would match."""
+    import cv2
+
+    ds, _ = _release_clip(tmp_path / "clip")
+    sample = ds.samples[0]
+    apex = tmp_path / "clip" / "img5.png"
+    original = ds.fingerprint(sample)
+    st = apex.stat()
+    cv2.imwrite(str(apex), np.full((32, 32, 3), 77, np.uint8))  # same size for a flat image
+    os.utime(apex, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert apex.stat().st_size == st.st_size and apex.stat().st_mtime_ns == st.st_mtime_ns
+    assert ds.fingerprint(sample) != original
+    assert [row[0] for row in original] == [f"img{k}.png" for k in range(1, 9)]
+
+
+def test_a_full_cache_warns_once_and_keeps_computing(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    import errno
+
+    import merbench.cache as cache_module
+    from merbench.atomic import os_error
+
+    def full(path: Path, data: bytes) -> Path:
+        raise os_error(path, OSError(errno.ENOSPC, "No space left on device"))
+
+    monkeypatch.setattr(cache_module, "_UNWRITABLE", set())
+    monkeypatch.setattr(cache_module, "write_bytes", full)
+    cache = Cache(tmp_path / "c")
+    for k in range(3):
+        assert cache.get_or_compute(["k", k], lambda: np.arange(3) + k).tolist() == \
+            [k, k + 1, k + 2]
+    assert caplog.text.count("continuing without the preprocessing cache") == 1
+    assert list((tmp_path / "c").rglob("*.npy")) == []

@@ -119,7 +119,7 @@ def test_data_summary_synthetic(cli) -> None:
 
 def test_data_check_synthetic(cli) -> None:
     res = cli("data", "check", "synthetic", "--param", "subjects=2", "--param",
-              "clips_per_class=1", "--param", "size=16", "--param", "frames=20")
+              "clips_per_class=1", "--param", "size=32", "--param", "frames=20")
     assert res.code == 0, res.err
     assert "synthetic: 6 samples, 2 subjects" in res.out and "ok: no problems found" in res.out
 
@@ -171,10 +171,21 @@ def test_score_a_partial_csv_in_text(cli, in_tmp: Path) -> None:
 
 
 def test_score_without_gt_and_sample_list_says_to_pass_data_root(cli, in_tmp: Path) -> None:
+    # a dataset read from files: its labels need the release (--data-root)
+    (in_tmp / "c.toml").write_text('name = "c"\nkind = "loso"\nclasses = ["negative", '
+                                   '"positive", "surprise"]\n[[datasets]]\nname = "casme2"\n'
+                                   'labels = "megc2019"\n')
+    (in_tmp / "c.csv").write_text("id,pred\ncasme2/sub01/EP02_01f,negative\n")
+    _one_line_error(cli("score", "c.csv", "-p", "c.toml"),
+                    "no official sample list", "--data-root", "--truth file")
+    _one_line_error(cli("score", "c.csv", "-p", "c.toml", "--truth", "file"),
+                    "no official sample list", "no gt for casme2/sub01/EP02_01f", "--data-root")
+    # a dataset without files (synthetic) gives its labels itself: nothing to pass
     ids = [s.id for s in merbench.dataset("synthetic").samples]
     (in_tmp / "syn.csv").write_text("id,pred\n" + "".join(f"{i},negative\n" for i in ids))
-    _one_line_error(cli("score", "syn.csv", "-p", "synthetic-loso"),
-                    "no official sample list", "no gt for synthetic/s01/neg_01", "--data-root")
+    res = cli("score", "syn.csv", "-p", "synthetic-loso", "--json")
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["pooled"]["UF1"] == pytest.approx(1 / 6)
 
 
 def test_score_reads_ground_truth_from_the_data_root(cli, in_tmp: Path) -> None:

@@ -1,7 +1,7 @@
 """Dataset plugins on the real released annotation files, with frame trees built in tmp.
 
 The annotation files are read from shared/realdata (never copied into the repository); the
-frame folders are generated: tiny 8x8 JPEGs for the onset, apex and offset frames, or empty
+frame folders are generated: tiny 32x32 JPEGs for the onset, apex and offset frames, or empty
 clip folders where only the listing matters. Counts are those of the released files
 (checked by hand with openpyxl/csv one-off scripts).
 """
@@ -21,7 +21,7 @@ import merbench
 from merbench.annotations import sample_id
 from merbench.errors import ConfigError, DataError
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "realdata"
+from .conftest import REALDATA as REAL  # noqa: E402 - ../shared/realdata or MERBENCH_REALDATA
 ANN = REAL / "annotations"
 pytestmark = pytest.mark.skipif(not ANN.is_dir(), reason=f"real annotation files absent ({ANN})")
 
@@ -29,7 +29,8 @@ MEGC_NAMES = {"0": "negative", "1": "positive", "2": "surprise"}
 
 
 def jpeg(value: int = 128) -> bytes:
-    return cv2.imencode(".jpg", np.full((8, 8, 3), value, np.uint8))[1].tobytes()
+    # 32x32: the smallest frames `merbench data check` accepts as face video
+    return cv2.imencode(".jpg", np.full((32, 32, 3), value, np.uint8))[1].tobytes()
 
 
 def write_frames(folder: Path, numbers: list[int], pattern: str) -> None:
@@ -99,7 +100,8 @@ def test_casme2_counts(casme2_root: Path) -> None:
     assert (len(ds), len(ds.subjects())) == (255, 26)
     assert ds.subjects()[:2] == ["sub01", "sub02"] and all(len(s) == 5 for s in ds.subjects())
     assert ds.summary("5class") == {"samples": 246, "subjects": 26, "classes": {
-        "happiness": 32, "surprise": 25, "disgust": 63, "repression": 27, "others": 99}}
+        "happiness": 32, "surprise": 25, "disgust": 63, "repression": 27, "others": 99},
+        "left_out": {"fear": 2, "sadness": 7}, "unknown": {}}
     assert ds.classes("megc2019") == ["negative", "positive", "surprise"]
     assert ds.summary("megc2019")["classes"] == {"negative": 90, "positive": 32, "surprise": 25}
     assert "objective" not in ds.label_spaces  # only the 2019 file has objective classes
@@ -343,7 +345,8 @@ def test_cli_data_summary_errata_and_check(casme2_root: Path, samm_root: Path, s
     res = cli("data", "summary", "casme2", "--root", casme2_root, "--labels", "5class", "--json")
     assert res.code == 0, res.err
     assert json.loads(res.out) == {"samples": 246, "subjects": 26, "classes": {
-        "happiness": 32, "surprise": 25, "disgust": 63, "repression": 27, "others": 99}}
+        "happiness": 32, "surprise": 25, "disgust": 63, "repression": 27, "others": 99},
+        "left_out": {"fear": 2, "sadness": 7}, "unknown": {}}
 
     res = cli("data", "summary", "--protocol", "megc2019-composite", "--json",
               "--data-root", f"casme2={casme2_root}", "--data-root", f"samm={samm_root}",
@@ -366,3 +369,37 @@ def test_cli_data_summary_errata_and_check(casme2_root: Path, samm_root: Path, s
 
     res = cli("data", "summary", "casme2", "--root", casme2_root / "CASME2_RAW_selected")
     assert res.code != 0 and "CASME2-coding" in res.err and len(res.err.strip().splitlines()) == 1
+
+
+# ----------------------------------------------------------------------------- every release
+
+@pytest.mark.parametrize("name, folder, left_out", [
+    ("casme2", "casme2", {"5class": {"fear": 2, "sadness": 7},
+                          "megc2019": {"others": 99, "fear": 2, "sadness": 7}}),
+    ("samm", "samm", {"5class": {"disgust": 9, "fear": 8, "sadness": 6},
+                      "megc2019": {"other": 26}}),
+    ("casme3a", "casme3", {"megc2019": {"others": 161}}),
+    ("mmew", "mmew", {}),
+    ("casme_sq", "casme_sq", {"megc2019": {"others": 19}}),
+])
+def test_real_releases_have_no_duplicate_rows_and_drop_only_declared_labels(
+        name: str, folder: str, left_out: dict) -> None:
+    """Opening succeeds (duplicate rows would be a DataError naming both rows); every label a
+    space leaves out is one it leaves out on purpose (none unknown), with the counts above."""
+    ds = merbench.dataset(name, root=str(ANN / folder), require_frames=False)
+    assert ds.label_problems() == []
+    got = {space: {label: len(ids) for label, ids in ds.dropped(space).items()}
+           for space in ds.label_spaces}
+    assert {space: counts for space, counts in got.items() if counts} == left_out
+    assert all(not ds.unknown_labels(space) for space in ds.label_spaces)
+
+
+def test_casme2_5class_is_246_and_the_protocol_list_adds_one_clip_the_file_lacks() -> None:
+    """casme2-5classes.csv lists 247 samples; the 2014 coding file has 246 of them in 5
+    classes (255 less fear 2 and sadness 7): sub24/EP02_07 is in no release coding file."""
+    ds = merbench.dataset("casme2", root=str(ANN / "casme2"), require_frames=False)
+    ours = {s.id for s in ds.labelled("5class")}
+    with open(REAL / "protocols" / "casme2-5classes.csv", newline="") as fh:
+        listed = {sample_id("casme2", r[0], r[1]) for r in csv.reader(fh)}
+    assert (len(ours), len(listed)) == (246, 247)
+    assert listed - ours == {"casme2/sub24/EP02_07"} and ours <= listed

@@ -85,5 +85,52 @@ def test_explain_refuses_models_without_explanations(tmp_path: Path) -> None:
     train("diff-logreg", "synthetic", dataset_params=SMALL, output=ckpt,
           cache_dir=str(tmp_path / "cache"))
     _, folder = _write_clip(tmp_path / "clip", 0)
-    with pytest.raises(CheckpointError, match="offers no explanations"):
+    with pytest.raises(CheckpointError, match="offers no explanations: it has no "
+                       r"explain\(X, out_dir\) method") as info:
         explain(ckpt, folder, tmp_path / "ex")
+    assert "every TorchClassifier has Grad-CAM" in info.value.fix
+
+
+@pytest.mark.parametrize("method", ["flow-ststnet", "flow-dual-inception"])
+def test_explain_every_deep_model_with_class_names(method: str, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  one_torch_thread) -> None:
+    import merbench.explain as ex
+
+    titles: list[str] = []
+    original = ex.save_cam_figure
+
+    def recording(path, image, cam, title):  # type: ignore[no-untyped-def]
+        titles.append(title)
+        return original(path, image, cam, title)
+
+    monkeypatch.setattr(ex, "save_cam_figure", recording)
+    data = {**SMALL, "size": 64, "clips_per_class": 1}
+    ckpt = tmp_path / "model.pt"
+    train(method, "synthetic", dataset_params=data, output=ckpt, cache_dir=str(tmp_path / "c"),
+          overrides={"model.epochs": 1, "face-crop.size": 64})
+    out = predict(ckpt, "synthetic/s01/neg_01", data_params=data)
+    paths = explain(ckpt, "synthetic/s01/neg_01", tmp_path / "ex", data_params=data)
+    assert [p.name for p in paths] == ["gradcam_neg_01.png"]
+    # the title names the predicted class and its probability, as predict reports them
+    p = out["probabilities"][out["prediction"]]
+    assert titles == [f"neg_01: predicted {out['prediction']} ({p:.2f})"]
+    image = cv2.imread(str(paths[0]))
+    assert image is not None and image.shape[1] > 2 * image.shape[0] * 0.8  # input | overlay
+
+
+def test_predict_a_dataset_sample_by_id(tmp_path: Path) -> None:
+    ckpt = tmp_path / "model.pt"
+    train("diff-logreg", "synthetic", dataset_params=SMALL, output=ckpt,
+          cache_dir=str(tmp_path / "cache"))
+    by_id = predict(ckpt, "synthetic/s02/pos_01", data_params=SMALL)
+    ds = merbench.dataset("synthetic", **SMALL)
+    s = next(x for x in ds.samples if x.id == "synthetic/s02/pos_01")
+    # read with its annotated frames, through the checkpoint's own preprocessing
+    assert (by_id["onset"], by_id["apex"], by_id["offset"]) == (s.onset, s.apex, s.offset)
+    meth, model, _ = load(ckpt)
+    direct = model.predict_proba(meth.preprocess(ds.load(s))[None])[0]
+    assert np.allclose(direct, [by_id["probabilities"][c] for c in ds.classes()])
+    with pytest.raises(merbench.errors.DataError,
+                       match=r"no sample .synthetic/s02/pos_09.*did you mean synthetic/s02/pos_0"):
+        predict(ckpt, "synthetic/s02/pos_09", data_params=SMALL)

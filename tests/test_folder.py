@@ -89,7 +89,7 @@ def test_missing_file_names_the_sample(index_dir: Path) -> None:
 def test_bad_indexes(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no index given"):
         merbench.dataset("folder")
-    with pytest.raises(DataError, match="no index CSV at"):
+    with pytest.raises(DataError, match="holds no index.csv"):
         merbench.dataset("folder", root=str(tmp_path))
     (tmp_path / "index.csv").write_text("dataset,subject,clip,path\nsamm,6,006_1_2,a.png\n")
     with pytest.raises(DataError, match="lacks column.s. label"):

@@ -113,13 +113,25 @@ def test_unusable_samples_are_skipped_only_when_allowed(tmp_path: Path) -> None:
     assert "synthetic/s02/pos_01" not in {p.sample_id for p in result.predictions}
 
 
-def test_fold_training_state_is_removed_once_the_fold_is_stored(tmp_path: Path, tiny) -> None:
+def test_fold_training_state_is_removed_once_the_fold_is_stored(
+        tmp_path: Path, tiny, monkeypatch: pytest.MonkeyPatch) -> None:
+    from merbench.training import TorchClassifier
+
+    written: set[str] = set()
+    save = TorchClassifier._save_train_state
+
+    def recording(self, *args):  # type: ignore[no-untyped-def]
+        save(self, *args)
+        written.add(self.train_state)
+
+    monkeypatch.setattr(TorchClassifier, "_save_train_state", recording)
     index = write_index(tmp_path)
     store = Store(tmp_path / "runs" / "s.sqlite")
     merbench.run(protocol="synthetic-loso", method="ststnet", inputs=str(index), store=store,
                  overrides={"model.epochs": 2})
     state_dir = tmp_path / "runs" / "training-state"
-    assert state_dir.is_dir() and not list(state_dir.rglob("*.pt"))
+    assert len(written) == 4 and all(Path(p).parent.parent == state_dir for p in written)
+    assert not state_dir.exists()  # every fold's state removed, then the empty folders
 
 
 def test_precomputed_inputs_are_read_afresh(tmp_path: Path) -> None:

@@ -229,19 +229,78 @@ def test_protocol_from_a_toml_file_and_from_the_search_path(tmp_path: Path,
     assert merbench.protocol("my-five").description.startswith("five synthetic")
 
 
+_DS = '\n[[datasets]]\nname = "x"\n'
+
+
 @pytest.mark.parametrize("body, message", [
-    ('kind = "kfold"\nclasses = ["a"]\n[[datasets]]\nname = "x"\n', "kind 'kfold' is not one of"),
-    ('kind = "loso"\n[[datasets]]\nname = "x"\n', "missing or malformed key"),
-    ('kind = "loso"\nclasses = ["a"]\n', "missing or malformed key"),
-    ('kind = "holdout"\nsplit = "clip"\nclasses = ["a"]\n[[datasets]]\nname = "x"\n',
+    ('kind = "kfold"\nclasses = ["a", "b"]' + _DS, "kind 'kfold' is not one of"),
+    ('kind = "loso"' + _DS, "missing key 'classes'"),
+    ('kind = "loso"\nclasses = ["a", "b"]\n', "missing key 'datasets'"),
+    ('kind = "holdout"\nsplit = "clip"\nclasses = ["a", "b"]' + _DS,
      "split must be 'subject' or 'sample'"),
     ('kind = "loso"\nclasses = [\n', "is not valid TOML"),
+    ('kind = "loso"\nclasses = ["a", "b", "a"]' + _DS, "class 'a' is listed twice in classes"),
+    ('kind = "loso"\nclasses = ["a"]' + _DS, r"classes = \['a'\] must be two or more"),
+    ('kind = "loso"\nclasses = "a,b"' + _DS, "classes = 'a,b' is not a list of class names"),
+    ('kind = "holdout"\ntest_fraction = 1.5\nclasses = ["a", "b"]' + _DS,
+     r"test_fraction = 1.5 is outside \(0, 1\)"),
+    ('kind = "holdout"\ntest_fraction = 0\nclasses = ["a", "b"]' + _DS,
+     r"test_fraction = 0 is outside \(0, 1\)"),
+    ('kind = "holdout"\ntest_fraction = "abc"\nclasses = ["a", "b"]' + _DS,
+     r"test_fraction = 'abc' is not a number in \(0, 1\)"),
+    ('kind = "holdout"\nsplit_seed = true\nclasses = ["a", "b"]' + _DS,
+     "split_seed = True is not an integer"),
+    ('kind = "loso"\nclases = ["a", "b"]\nclasses = ["a", "b"]' + _DS,
+     "unknown key 'clases' \\(did you mean 'classes'\\?\\)"),
+    ('kind = "loso"\nclasses = ["a", "b"]\ndatasets = ["synthetic"]\n',
+     "datasets entry 'synthetic' is not a table"),
+    ('kind = "loso"\nclasses = ["a", "b"]' + _DS + 'label = "5class"\n',
+     "unknown key 'datasets\\[0\\].label' \\(did you mean 'labels'\\?\\)"),
+    ('kind = "loso"\nclasses = ["a", "b"]' + _DS + 'params = 3\n',
+     "datasets\\[0\\].params = 3 is not a table of dataset parameters"),
+    ('kind = "loso"\nclasses = ["a", "b"]\ndatasets = []\n', "datasets is empty"),
+    ('kind = "loso"\nsamples = "nope.csv"\nclasses = ["a", "b"]' + _DS,
+     "samples file .*nope.csv does not exist"),
 ])
 def test_malformed_protocol_files(tmp_path: Path, body: str, message: str) -> None:
     path = tmp_path / "broken.toml"
     path.write_text(body)
-    with pytest.raises(ProtocolError, match=message):
+    with pytest.raises(ProtocolError, match=message) as info:
         load_protocol(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\x00\x01\x02binary\xff\xfe" * 50, "is a binary file"),
+    (b"kind = \"loso\"\xe9\n", r"is not UTF-8 text \(byte 0xe9"),
+])
+def test_protocol_files_that_are_not_text(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "binary.toml"
+    path.write_bytes(content)
+    with pytest.raises(ProtocolError, match=f"protocol file .*binary.toml {message}"):
+        load_protocol(path)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-8"])
+def test_sample_lists_in_any_spreadsheet_encoding_with_quoted_headers(tmp_path: Path,
+                                                                      encoding: str) -> None:
+    (tmp_path / "list.csv").write_bytes(
+        '"dataset","subject","clip","label"\r\ncasme2,1,EP01,0\r\n"CASMEII","sub02",'
+        '"EP02","1"\r\n'.encode(encoding))
+    (tmp_path / "p.toml").write_text('kind = "loso"\nclasses = ["negative", "positive"]\n'
+                                     'samples = "list.csv"' + _DS)
+    proto = load_protocol(tmp_path / "p.toml")
+    assert proto.sample_list == (("casme2/sub01/EP01", "negative"),
+                                 ("casme2/sub02/EP02", "positive"))
+
+
+def test_a_sample_list_naming_a_sample_twice_names_both_lines(tmp_path: Path) -> None:
+    (tmp_path / "list.csv").write_text("dataset,subject,clip,label\ncasme2,1,EP01,0\n"
+                                       "casme2,sub01,EP01,1\n")
+    (tmp_path / "p.toml").write_text('kind = "loso"\nclasses = ["a", "b"]\nsamples = "list.csv"'
+                                     + _DS)
+    with pytest.raises(ProtocolError, match="lines 2 and 3 both list casme2/sub01/EP01"):
+        load_protocol(tmp_path / "p.toml")
 
 
 def test_unknown_protocol_suggests_close_names() -> None:

@@ -1,6 +1,7 @@
 """Clip validation and lazy frame reading from image folders and video files."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import cv2
@@ -147,7 +148,7 @@ def test_corrupt_frame_is_a_data_error(tmp_path: Path) -> None:
     (tmp_path / "img2.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg" * 10)
     clip = load_clip(Sample("x", "s1", "c", "negative", onset=1, apex=1, offset=2,
                             path=str(tmp_path)))
-    with pytest.raises(DataError, match=r"x/s1/c: frame .*img2\.jpg is unreadable or corrupt"):
+    with pytest.raises(DataError, match=r"x/s1/c: frame .*img2\.jpg is truncated"):
         clip.frames  # noqa: B018
 
 
@@ -207,7 +208,7 @@ def test_video_round_trip(tmp_path: Path) -> None:
 def test_video_errors_name_the_sample(tmp_path: Path) -> None:
     path = tmp_path / "clip.avi"
     _write_video(path, n=5)
-    with pytest.raises(DataError, match=r"samm/006/x: video .* ends before frame 5"):
+    with pytest.raises(DataError, match=r"samm/006/x: video .* has 5 frames \(0..4\); frame 5 is past its end"):
         clip = load_clip(Sample("samm", "006", "x", "negative", onset=3, offset=7, path=str(path)))
         clip.frames  # noqa: B018 - reading is the test
     with pytest.raises(DataError, match="a video sample needs onset and offset"):
@@ -244,3 +245,159 @@ def test_a_missing_apex_is_the_same_middle_frame_from_disk_and_from_memory(tmp_p
     assert disk.apex_estimated and memory.apex_estimated
     ars = merbench.preprocessor("ars", n_key=3)
     np.testing.assert_array_equal(ars(disk), ars(memory))
+
+
+# -- lazy frames: a step reads the frames it needs ---------------------------------------------
+def _counting_clip(frames: np.ndarray) -> tuple[Clip, list[list[int]]]:
+    reads: list[list[int]] = []
+
+    def reader(indices: list[int]) -> np.ndarray:
+        reads.append(list(indices))
+        return frames[list(indices)]
+
+    def loader() -> np.ndarray:
+        reads.append(list(range(len(frames))))
+        return frames
+
+    return Clip(loader, onset=1, apex=4, offset=8, sample_id="x/s1/c", reader=reader,
+                length=len(frames)), reads
+
+
+def test_take_frame_and_iter_frames_read_only_what_is_asked() -> None:
+    frames = _frames(10)
+    clip, reads = _counting_clip(frames)
+    assert clip.n_frames == 10 and reads == []  # the length is known without reading
+    np.testing.assert_array_equal(clip.take([4, 1, 4]), frames[[4, 1, 4]])
+    assert reads == [[1, 4]]  # each frame once, in order
+    np.testing.assert_array_equal(clip.frame(7), frames[7])
+    assert reads[-1] == [7]
+    streamed = list(clip.iter_frames(2, 9, chunk=3))
+    np.testing.assert_array_equal(np.stack(streamed), frames[2:9])
+    assert reads[-3:] == [[2, 3, 4], [5, 6, 7], [8]]
+    assert not clip.loaded
+    with pytest.raises(DataError, match="x/s1/c: frame index 10 is outside the clip's 10 frames"):
+        clip.take([10])
+    np.testing.assert_array_equal(clip.frames, frames)  # the whole clip: one load, kept
+    count = len(reads)
+    clip.take([0, 1])
+    assert len(reads) == count  # served from the loaded frames
+
+
+def test_map_frames_transforms_lazily_and_replace_keeps_loaded_frames() -> None:
+    frames = _frames(10)
+    clip, reads = _counting_clip(frames)
+    calls = []
+
+    def double(f: np.ndarray) -> np.ndarray:
+        calls.append(1)
+        return (f // 2).astype(np.uint8)
+
+    mapped = clip.map_frames(double, notes=("halved",))
+    assert (mapped.n_frames, mapped.notes, calls) == (10, ("halved",), [])
+    np.testing.assert_array_equal(mapped.take([1, 4]), frames[[1, 4]] // 2)
+    assert len(calls) == 2 and reads == [[1, 4]]
+    np.testing.assert_array_equal(mapped.frames, frames // 2)
+    loaded = clip.replace(key_frames=(2, 3))
+    loaded.frames  # noqa: B018
+    again = loaded.replace(apex=5)
+    assert again.loaded and again.frames is loaded.frames
+
+
+def _folder_clip(tmp_path: Path, n: int = 30) -> Sample:
+    for k in range(1, n + 1):
+        cv2.imwrite(str(tmp_path / f"img{k}.png"), np.full((40, 48, 3), 4 * k, np.uint8))
+    return Sample("x", "s1", "c", "negative", onset=3, apex=12, offset=25, path=str(tmp_path))
+
+
+@pytest.mark.parametrize("method, n_read", [("diff-logreg", 2), ("apex-logreg", 1)])
+def test_two_frame_methods_read_two_frame_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                method: str, n_read: int) -> None:
+    import merbench
+    import merbench.video as video
+
+    sample = _folder_clip(tmp_path)
+    read: list[str] = []
+    real = video.read_image
+    monkeypatch.setattr(video, "read_image", lambda p, w="": read.append(Path(p).name) or real(p, w))
+    meth = merbench.method(method)
+    x = meth.preprocess(load_clip(sample))
+    assert len(read) == n_read and "img12.png" in read
+    assert ("img3.png" in read) == (method == "diff-logreg")
+    whole = meth.preprocess(Clip.from_array(load_clip(sample).frames, onset=0, apex=9))
+    np.testing.assert_array_equal(x, whole)  # the same array as from the whole clip
+
+
+def test_ars_reads_the_onset_and_key_frames_only(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import merbench
+    import merbench.video as video
+
+    sample = _folder_clip(tmp_path)
+    read: list[str] = []
+    real = video.read_image
+    monkeypatch.setattr(video, "read_image", lambda p, w="": read.append(Path(p).name) or real(p, w))
+    step = merbench.preprocessor("ars", n_key=5)
+    lazy = step(load_clip(sample))
+    # span 3..12 (apex 9 frames after onset < 10: end = min(onset + 10, offset) = 13); key
+    # frames 5, 7, 9, 11, 13 -> frame numbers onset + k
+    assert sorted(read, key=lambda n: int(n[3:-4])) == [f"img{k}.png" for k in (3, 5, 7, 9, 11, 13)]
+    np.testing.assert_array_equal(lazy, step(Clip.from_array(load_clip(sample).frames, apex=9)))
+
+
+def test_lbp_top_streams_the_span_with_the_same_result(tmp_path: Path) -> None:
+    import merbench
+
+    for k in range(1, 13):
+        cv2.imwrite(str(tmp_path / f"img{k}.png"),
+                    np.random.default_rng(k).integers(0, 256, (24, 24, 3), dtype=np.uint8))
+    sample = Sample("x", "s1", "c", "negative", onset=1, apex=6, offset=12, path=str(tmp_path))
+    step = merbench.preprocessor("lbp-top", blocks=(2, 2, 1), radii=(1, 1, 2))
+    clip = load_clip(sample)
+    lazy = step(clip)
+    assert not clip.loaded  # streamed: never held as one RGB stack
+    np.testing.assert_array_equal(lazy, step(Clip.from_array(load_clip(sample).frames, apex=5)))
+
+
+def test_video_frames_are_read_alone(tmp_path: Path) -> None:
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (32, 24))
+    for k in range(60):
+        writer.write(np.full((24, 32, 3), 4 * k, np.uint8))
+    writer.release()
+    # the apex is more than 32 frames after the onset: read by seeking, not decoding between
+    sample = Sample("x", "s1", "c", "negative", onset=5, apex=50, offset=58, path=str(path))
+    clip = load_clip(sample)
+    apex, onset = clip.take([clip.apex, clip.onset])
+    whole = read_video(path, 5, 58)
+    np.testing.assert_array_equal(apex, whole[45])
+    np.testing.assert_array_equal(onset, whole[0])
+    assert not clip.loaded
+
+
+@pytest.mark.parametrize("name, cut, message", [
+    ("img2.jpg", 0.6, "is truncated (no JPEG end-of-image marker)"),
+    ("img2.jpg", 0.99, "is truncated (no JPEG end-of-image marker)"),
+    ("img2.png", 0.6, "is truncated (no PNG IEND chunk)"),
+    ("img2.bmp", 0.6, "is truncated"),
+])
+def test_truncated_frames_are_named(tmp_path: Path, name: str, cut: float, message: str,
+                                    capfd: pytest.CaptureFixture[str]) -> None:
+    from skimage import data
+
+    for k in (1, 2):
+        cv2.imwrite(str(tmp_path / f"img{k}{Path(name).suffix}"), data.astronaut()[:, :, ::-1])
+    path = tmp_path / name
+    blob = path.read_bytes()
+    path.write_bytes(blob[:int(len(blob) * cut)])
+    clip = load_clip(Sample("x", "s1", "c", "n", onset=1, apex=2, offset=2, path=str(tmp_path)))
+    with pytest.raises(DataError, match=f"x/s1/c: frame .*{name} {re.escape(message)}"):
+        clip.frame(1)
+    assert "Premature end" not in capfd.readouterr().err  # nothing reached the decoder
+    clip.frame(0)  # the intact frame still reads
+
+
+def test_a_complete_jpeg_with_trailing_padding_reads(tmp_path: Path) -> None:
+    ok, buf = cv2.imencode(".jpg", np.full((16, 16, 3), 90, np.uint8))
+    (tmp_path / "img1.jpg").write_bytes(buf.tobytes() + b"\x00" * 100)
+    clip = load_clip(Sample("x", "s1", "c", "n", onset=1, apex=1, offset=1, path=str(tmp_path)))
+    assert abs(int(clip.frame(0).mean()) - 90) <= 1
