@@ -125,7 +125,15 @@ class Model(Configurable):
 
     ``y`` holds class indices 0..num_classes-1. ``fit`` may take ``groups`` (the subject of
     each training sample) to carve a subject-disjoint validation split; it never sees test data.
+
+    ``parallel_folds``: whether folds of this model gain from running side by side in worker
+    processes with one thread each (``--workers auto``): true for small deep models, whose
+    batches are too small to keep several threads busy; false for cheap models (a worker pool
+    costs more than it saves) and big ones (one process with every core's threads, one copy
+    in memory).
     """
+
+    parallel_folds: ClassVar[bool] = False
 
     def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> "Model":
         raise NotImplementedError  # pragma: no cover - interface

@@ -53,7 +53,7 @@ def _executor_options(fn: Any) -> Any:
 
 
 @contextlib.contextmanager
-def _executor_from(workers: int, device: str, opts: dict[str, Any]) -> Iterator[Any]:
+def _executor_from(workers: int | str, device: str, opts: dict[str, Any]) -> Iterator[Any]:
     """The executor the options ask for (None: the runner's own local one), closed after."""
     from .executors import make_executor
 
@@ -210,7 +210,9 @@ def _echo_scores(rep: dict[str, Any], title: str) -> None:
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a parameter: model.epochs=5, ars.n_key=3.")
 @click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]))
-@click.option("--workers", default=1, show_default=True, type=int, help="Parallel fold workers.")
+@click.option("--workers", default="auto", show_default=True, metavar="auto|N",
+              help="Fold workers: auto = one process per physical core for small deep models "
+              "(one torch thread each), in this process for the rest; 1 = serial; N processes.")
 @click.option("--store", default=None, help="Results store (default merbench-results/results.sqlite).")
 @click.option("--cache-dir", default=None, help="Preprocessing cache (default ~/.cache/merbench).")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the preprocessing cache.")
@@ -227,7 +229,7 @@ def _echo_scores(rep: dict[str, Any], title: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @_executor_options
 def run(protocol: str, method: str, data_root: tuple[str, ...], data_param: tuple[str, ...],
-        seed: int, seeds: int | None, sets: tuple[str, ...], device: str, workers: int,
+        seed: int, seeds: int | None, sets: tuple[str, ...], device: str, workers: str,
         store: str | None, cache_dir: str | None, no_cache: bool, inputs: str | None,
         checkpoints: str | None, skip_bad: bool, rerun: bool, limit_folds: int | None,
         subjects: str | None, quiet: bool, as_json: bool, **executor_opts: Any) -> None:
@@ -418,8 +420,9 @@ def leaderboard(protocol: str | None, fmt: str, output: str | None, no_published
 @cli.command()
 @click.option("-o", "--output", default=None, type=click.Path(), help="Write the tables to DIR.")
 @click.option("--store", default=None, help="Results store (default merbench-results/demo.sqlite).")
-@click.option("--workers", default=2, show_default=True, type=int)
-def demo(output: str | None, store: str | None, workers: int) -> None:
+@click.option("--workers", default="auto", show_default=True, metavar="auto|N",
+              help="Fold workers (see `merbench run --help`).")
+def demo(output: str | None, store: str | None, workers: str) -> None:
     """Synthetic LOSO for the built-in methods that are fast enough, then the leaderboard."""
     from .demo import run_demo
 
@@ -742,7 +745,8 @@ def compare(a: str, b: str, protocol: str, as_json: bool, store: str | None, n_b
 @click.option("--data-root", "data_root", multiple=True, metavar="NAME=DIR")
 @click.option("--data-param", "data_param", multiple=True, metavar="NAME.KEY=VALUE")
 @click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]))
-@click.option("--workers", default=1, show_default=True, type=int)
+@click.option("--workers", default="auto", show_default=True, metavar="auto|N",
+              help="Fold workers (see `merbench run --help`).")
 @click.option("--store", default=None)
 @click.option("--cache-dir", default=None)
 @click.option("-o", "--output", default="merbench-results/sweeps", show_default=True,
@@ -750,8 +754,8 @@ def compare(a: str, b: str, protocol: str, as_json: bool, store: str | None, n_b
 @click.option("--bootstrap", "n_boot", default=2000, show_default=True, type=int)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def sweep(protocol: str, method: str, sets: tuple[str, ...], seed: int, seeds: int,
-          data_root: tuple[str, ...], data_param: tuple[str, ...], device: str, workers: int,
-          store: str | None, cache_dir: str | None, output: str, n_boot: int,
+          data_root: tuple[str, ...], data_param: tuple[str, ...], device: str,
+          workers: int | str, store: str | None, cache_dir: str | None, output: str, n_boot: int,
           quiet: bool) -> None:
     """A one-parameter ablation: a run per value (and seed), a figure and a table."""
     from .sweep import parse_sweep, sweep as do_sweep
@@ -880,7 +884,8 @@ def _grid_table(results: list[Any], settings: list[dict[str, str]]) -> str:
 @click.option("--data-param", "data_param", multiple=True, metavar="NAME.KEY=VALUE",
               help="A dataset parameter, e.g. synthetic.subjects=6.")
 @click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]))
-@click.option("--workers", default=1, show_default=True, type=int, help="Parallel fold workers.")
+@click.option("--workers", default="auto", show_default=True, metavar="auto|N",
+              help="Fold workers (see `merbench run --help`).")
 @click.option("--store", default=None, help="Results store (default merbench-results/results.sqlite).")
 @click.option("--cache-dir", default=None, help="Preprocessing cache (default ~/.cache/merbench).")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the preprocessing cache.")
@@ -894,7 +899,7 @@ def _grid_table(results: list[Any], settings: list[dict[str, str]]) -> str:
 @_executor_options
 def grid(protocols: tuple[str, ...], methods: tuple[str, ...], sets: tuple[str, ...], seed: int,
          seeds: int, data_root: tuple[str, ...], data_param: tuple[str, ...], device: str,
-         workers: int, store: str | None, cache_dir: str | None, no_cache: bool,
+         workers: int | str, store: str | None, cache_dir: str | None, no_cache: bool,
          inputs: str | None, skip_bad: bool, rerun: bool, fail_fast: bool, quiet: bool,
          as_json: bool, **executor_opts: Any) -> None:
     """Every combination of PROTOCOLs x METHODs x --set values x seeds, scheduled together:
@@ -904,8 +909,11 @@ def grid(protocols: tuple[str, ...], methods: tuple[str, ...], sets: tuple[str, 
     from .runner import execute, plan_run
     from .store import DEFAULT_STORE, Store
 
+    from .executors import parse_workers
+
     if seeds < 1:
         raise ConfigError(f"--seeds must be a positive integer, got {seeds}")
+    workers = parse_workers(workers)  # refused before any run is recorded
     methods_ = list(dict.fromkeys(methods))
     settings = _grid_settings(methods_, sets)
     st = Store(store or DEFAULT_STORE)

@@ -11,6 +11,7 @@ from .store import Store
 
 PROTOCOL = "synthetic-loso"
 DEFAULT_STORE = Path("merbench-results") / "demo.sqlite"
+PROGRESS_SECONDS = 10.0  # a long method reports its folds at most this often
 
 
 def demo_methods() -> list[tuple[str, dict[str, Any]]]:
@@ -20,21 +21,36 @@ def demo_methods() -> list[tuple[str, dict[str, Any]]]:
             if getattr(e.factory, "demo", None) is not None]
 
 
-def run_demo(store: str | Path | None = None, output: str | Path | None = None, workers: int = 2,
-             echo: Callable[[str], None] = lambda s: None) -> str:
+def run_demo(store: str | Path | None = None, output: str | Path | None = None,
+             workers: int | str = "auto", echo: Callable[[str], None] = lambda s: None) -> str:
+    """Every demo method on the synthetic LOSO, one after the other on one set of workers,
+    echoing a line as each method starts and ends (and, every few seconds, the folds done of
+    a long one); returns the leaderboard table."""
     from .executors import make_executor
     from .runner import run
 
     st = Store(store or DEFAULT_STORE)
+    methods = demo_methods()
+    started = time.time()
     with make_executor(workers) as executor:  # one set of workers serves every method
-        for name, overrides in demo_methods():
+        for k, (name, overrides) in enumerate(methods, 1):
+            shown = name + "".join(f" {key}={value}" for key, value in overrides.items())
+            echo(f"[{k}/{len(methods)}] {shown} ...")
             start = time.time()
+            seen = {"folds": 0, "shown": start}
+
+            def on_fold(fold: str, index: int, total: int) -> None:
+                seen["folds"] += 1
+                if time.time() - seen["shown"] >= PROGRESS_SECONDS:
+                    seen["shown"] = time.time()
+                    echo(f"      {seen['folds']}/{total} folds ({seen['shown'] - start:.0f} s)")
+
             result = run(protocol=PROTOCOL, method=name, overrides=overrides, store=st,
-                         executor=executor, quiet=True)
+                         executor=executor, quiet=True, on_fold=on_fold)
             p = result.report["pooled"]
-            shown = name + "".join(f" {k}={v}" for k, v in overrides.items())
-            echo(f"{shown:>32}: UF1 {p.uf1:.4f}  UAR {p.uar:.4f}  ({time.time() - start:.1f} s, "
-                 f"run {result.run_id})")
+            echo(f"[{k}/{len(methods)}] {shown}: UF1 {p.uf1:.4f}  UAR {p.uar:.4f}  "
+                 f"({time.time() - start:.1f} s, run {result.run_id})")
+    echo(f"{len(methods)} methods in {time.time() - started:.0f} s")
     rows = leaderboard_rows(st, PROTOCOL)
     if output:
         for path in write_tables(rows, output, PROTOCOL):

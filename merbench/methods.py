@@ -141,6 +141,27 @@ class Method:
         out.update({f"model.{k}": jsonable(v) for k, v in sorted(values.items())})
         return out
 
+    def uses_device(self) -> bool:
+        """Whether the model takes a ``device`` (a deep model); any other runs on the CPU."""
+        from .plugins import entry
+
+        factory = entry("model", self.model_name).factory
+        return accepts_any(factory) or "device" in init_params(factory)
+
+    def parallel_folds(self) -> bool:
+        """Whether the model's folds gain from worker processes (``Model.parallel_folds``)."""
+        from .plugins import entry
+
+        return bool(getattr(entry("model", self.model_name).factory, "parallel_folds", False))
+
+    def reaches_workers(self) -> bool:
+        """Whether worker processes can rebuild this method (see
+        :func:`merbench.plugins.reaches_workers`)."""
+        from .plugins import reaches_workers
+
+        return all(reaches_workers("preprocessor", s) for s, _ in self.steps) and \
+            reaches_workers("model", self.model_name)
+
     def build_steps(self) -> list[Any]:
         from .plugins import entry
 

@@ -55,9 +55,12 @@ def _first_line(text: str | None) -> str:
 def _load_entry_points(pm: pluggy.PluginManager) -> dict[str, tuple[str, str]]:
     """Register every entry point of group ``merbench``; a broken one warns and is skipped."""
     origin: dict[str, tuple[str, str]] = {}
+    named: dict[Any, tuple[str, str]] = {}  # each distribution's metadata is parsed once
     for ep in sorted(importlib.metadata.entry_points(group="merbench"), key=lambda e: e.name):
-        dist = ep.dist.name if ep.dist is not None else "?"
-        version = ep.dist.version if ep.dist is not None else "?"
+        where = getattr(ep.dist, "_path", id(ep.dist))
+        if where not in named:
+            named[where] = (ep.dist.name, ep.dist.version) if ep.dist is not None else ("?", "?")
+        dist, version = named[where]
         if pm.has_plugin(ep.name):
             continue
         try:
@@ -144,6 +147,14 @@ def register_plugin(module: Any, name: str | None = None) -> None:
 
 def runtime_plugin_modules() -> dict[str, str]:
     return dict(_runtime)
+
+
+def reaches_workers(kind: str, name: str) -> bool:
+    """Whether worker processes know this entry: its plugin is installed (an entry point) or
+    was registered at run time from an importable module (see :func:`register_plugin`)."""
+    plugin = entry(kind, name).plugin
+    origin: dict[str, Any] = plugin_manager()._merbench_origin  # type: ignore[attr-defined]
+    return plugin in origin or plugin in _runtime
 
 
 def unregister_plugin(name: str) -> None:

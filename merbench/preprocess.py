@@ -7,6 +7,7 @@ way (fallbacks such as a centre crop or an estimated apex), which the run record
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
@@ -42,10 +43,20 @@ def cache_parts(sample: Sample, chain: Any, files: Any = ()) -> list[Any]:
             files]
 
 
+#: CPU seconds (of its own thread) of preprocessing the driver does before an ``auto``
+#: executor starts its workers for the rest: a warm cache or cheap steps never pay for a
+#: worker pool (its start costs about a second of CPU per worker, more with dlib's landmark
+#: model to load). CPU time, not wall time: other load on the machine must not make cheap
+#: work look expensive.
+DRIVER_SECONDS = 2.0
+
+
 def preprocess_chunk(method: Method, datasets: Mapping[str, "Dataset"],
                      samples: Sequence[Sample], cache_root: str | None, use_cache: bool,
-                     skip_bad: bool) -> list[tuple[str, np.ndarray | None, str | None, list[str]]]:
-    """(id, array or None, error or None, notes) per sample; an executor task."""
+                     skip_bad: bool, deadline: float | None = None
+                     ) -> list[tuple[str, np.ndarray | None, str | None, list[str]]]:
+    """(id, array or None, error or None, notes) per sample; an executor task. With a
+    ``deadline`` (``time.thread_time()``), it stops after the sample that passes it."""
     # precomputed inputs are only loaded: caching a copy would just hide later edits of the files
     cache = Cache(cache_root, enabled=use_cache and bool(method.steps))
     steps = method.build_steps()
@@ -63,6 +74,8 @@ def preprocess_chunk(method: Method, datasets: Mapping[str, "Dataset"],
             if not skip_bad:
                 raise
             out.append((s.id, None, str(exc), []))
+        if deadline is not None and time.thread_time() > deadline:
+            break
     return out
 
 
@@ -103,18 +116,34 @@ def preprocess(method: Method, datasets: Mapping[str, "Dataset"], samples: Seque
     if use_cache and method.steps:
         Cache(cache_root).remove_leftovers()  # temporary files of writes a kill interrupted
     executor = executor or SerialExecutor()
-    if len(samples) < 8:  # not worth shipping to workers
-        executor = SerialExecutor()
-    n_chunks = max(executor.workers, 1) * 4
-    chunks = [c for c in (samples[i::n_chunks] for i in range(n_chunks)) if c]
     results: dict[str, tuple[np.ndarray | None, str | None, list[str]]] = {}
     bar = progress_bar(len(samples), "preprocess", progress)
+
+    def collect(chunk: list[tuple[str, np.ndarray | None, str | None, list[str]]]) -> None:
+        for sid, x, err, notes in chunk:
+            results[sid] = (x, err, notes)
+        bar.update(len(chunk))
+
+    if executor.auto:
+        from .executors import shippable
+
+        if not shippable(method, datasets):
+            executor = SerialExecutor()
     try:
+        todo = samples
+        # in the driver while that is quick enough (unless the workers already run)
+        if (executor.auto and not executor.started) or len(samples) < 8:
+            deadline = time.thread_time() + DRIVER_SECONDS if executor.workers > 1 else None
+            collect(preprocess_chunk(method, datasets, todo, cache_root, use_cache, skip_bad,
+                                     deadline))
+            todo = [s for s in todo if s.id not in results]
+        if len(todo) < 8:  # not worth shipping to workers
+            executor = SerialExecutor()
+        n_chunks = max(executor.workers, 1) * 4
+        chunks = [c for c in (todo[i::n_chunks] for i in range(n_chunks)) if c]
         tasks = [(method, datasets, c, cache_root, use_cache, skip_bad) for c in chunks]
         for _, chunk in executor.map(preprocess_chunk, tasks):
-            for sid, x, err, notes in chunk:
-                results[sid] = (x, err, notes)
-            bar.update(len(chunk))
+            collect(chunk)
     finally:
         bar.close()
     skipped = {sid: err for sid, (_, err, _) in results.items() if err is not None}

@@ -58,10 +58,13 @@ def git_commit() -> str | None:
 
 
 def describe_device(device: str) -> str:
-    import torch
+    """The device a run's models use; ``"cpu"`` does not import torch (seconds per command for
+    a method without a deep model, which runs on the CPU whatever ``--device`` says)."""
+    if device in ("auto", "cuda"):
+        import torch
 
-    if device in ("auto", "cuda") and torch.cuda.is_available():
-        return f"cuda ({torch.cuda.get_device_name(0)})"
+        if torch.cuda.is_available():
+            return f"cuda ({torch.cuda.get_device_name(0)})"
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 

@@ -15,13 +15,14 @@ import os
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from .datasets import Dataset, DatasetView
 from .errors import CheckpointError, ConfigError, DataError
-from .executors import Executor, FoldJob, TaskFailure, make_executor, run_fold
+from .executors import (Executor, FoldJob, SerialExecutor, TaskFailure, fold_placement,
+                        make_executor, map_driver_first, run_fold, shippable)
 from .ids import normalise_subject
 from .logs import PROGRESS
 from .methods import Method
@@ -272,7 +273,8 @@ def plan_run(*, protocol: str | Protocol, method: str | Method,
     else:
         plan.run_id = st.create_run(
             key=key, protocol=proto.label, method=meth.name, params=meth.params(), seed=seed,
-            versions=run_versions, git_commit=git_commit(), device=describe_device(device),
+            versions=run_versions, git_commit=git_commit(),
+            device=describe_device(device if meth.uses_device() else "cpu"),
             host=platform.node(),
             info={"classes": list(proto.classes), "n_folds": len(folds),
                   "n_samples": len(samples), "leaks_identity": proto.leaks_identity,
@@ -315,19 +317,21 @@ def _require_inputs(proto: Protocol, meth: Method) -> None:
                           "method that computes its inputs (merbench list method)")
 
 
-def run(*, workers: int = 1, executor: Executor | None = None, **kwargs: Any) -> RunResult:
+def run(*, workers: int | str = "auto", executor: Executor | None = None, **kwargs: Any
+        ) -> RunResult:
     """Run ``method`` under ``protocol`` and return its :class:`RunResult` (keywords of
     :func:`plan_run`). A stored, finished run with the same identity (:func:`run_key`) is
     returned as it is unless ``rerun``; an unfinished one is resumed. Folds run on
-    ``executor`` (default: ``workers`` local processes, serial for 1)."""
+    ``executor`` (default: :func:`~merbench.executors.make_executor` of ``workers``: ``auto``
+    runs small deep models' folds on one process per core, the rest in this process)."""
     if executor is not None:
         return execute([plan_run(**kwargs)], executor=executor)[0]
     with make_executor(workers) as ex:  # a bad --workers is refused before anything is stored
         return execute([plan_run(**kwargs)], executor=ex)[0]
 
 
-def run_seeds(*, seeds: int, seed: int = 0, workers: int = 1, executor: Executor | None = None,
-              **kwargs: Any) -> list[RunResult]:
+def run_seeds(*, seeds: int, seed: int = 0, workers: int | str = "auto",
+              executor: Executor | None = None, **kwargs: Any) -> list[RunResult]:
     """Seeds ``seed .. seed + seeds - 1`` of one run (always a list), executed together so the
     workers are busy across seeds."""
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
@@ -349,6 +353,7 @@ class _Batch:
     handle: Any
     state_dir: Path
     left: int
+    remote: bool  # its folds run on the executor's workers (else in this process)
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -360,8 +365,8 @@ class RunInterrupted(KeyboardInterrupt):
         self.stored, self.total = stored, total
 
 
-def execute(plans: Sequence[RunPlan], executor: Executor | None = None, workers: int = 1,
-            keep_going: bool = False) -> list[RunResult]:
+def execute(plans: Sequence[RunPlan], executor: Executor | None = None,
+            workers: int | str = "auto", keep_going: bool = False) -> list[RunResult]:
     """Run the unfinished folds of several planned runs as one stream of tasks on one executor
     (a grid keeps every worker busy across runs). Each fold is stored the moment it finishes
     (the driver is the store's only writer); a run is marked finished with its last fold. On
@@ -386,28 +391,42 @@ def execute(plans: Sequence[RunPlan], executor: Executor | None = None, workers:
                     if not keep_going:
                         raise
                     _fail(plan, str(TaskFailure(exc)), failed)
-        tasks, owners = [], []
+        tasks: dict[bool, list[tuple[Any, ...]]] = {True: [], False: []}
+        owners: dict[bool, list[tuple[_Batch, FoldJob]]] = {True: [], False: []}
         for batch in batches:
             classes = len(batch.plan.proto.classes)
             for job in batch.jobs:
-                tasks.append((batch.handle, batch.plan.meth, job, classes, batch.plan.device,
-                              batch.plan.progress and ex.workers <= 1))
-                owners.append((batch, job))
-        bar = progress_bar(len(tasks), "folds", any(p.progress for p in active))
+                tasks[batch.remote].append((batch.handle, batch.plan.meth, job, classes,
+                                            batch.plan.device,
+                                            batch.plan.progress and not batch.remote))
+                owners[batch.remote].append((batch, job))
+        # the workers' folds (auto: in the driver until the workers would save more than
+        # their start, see map_driver_first), then the driver's own (cheap or big models)
+        streams = []
+        if tasks[True]:
+            streams.append((True, map_driver_first(ex, run_fold_labelled, tasks[True],
+                                                   errors=keep_going) if ex.auto
+                            else ex.map(run_fold_labelled, tasks[True], errors=keep_going)))
+        if tasks[False]:
+            streams.append((False, SerialExecutor().map(run_fold_labelled, tasks[False],
+                                                        errors=keep_going)))
+        parallel = ex.workers if tasks[True] else 1
+        bar = progress_bar(sum(map(len, tasks.values())), "folds",
+                           any(p.progress for p in active))
         eta_format = getattr(bar, "bar_format", None)
         if not bar.disable:
             bar.smoothing = 0  # folds take similar times: the mean rate since the start
-            if ex.workers > 1:  # until every worker has finished a fold, the rate is too low
+            if parallel > 1:  # until every worker has finished a fold, the rate is too low
                 bar.bar_format = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}]"
         try:
-            for i, out in ex.map(run_fold_labelled, tasks, errors=keep_going):
-                batch, job = owners[i]
+            for where, i, out in _in_turn(streams):
+                batch, job = owners[where][i]
                 if isinstance(out, TaskFailure):
                     _fail(batch.plan, f"fold {job.fold.name}: {out}", failed)
                 else:
                     _store_fold(batch, job, *out)
                 bar.update(1)
-                if not bar.disable and bar.n >= ex.workers:
+                if not bar.disable and bar.n >= parallel:
                     bar.bar_format = eta_format
                 batch.left -= 1
                 if batch.left == 0:
@@ -441,6 +460,14 @@ def execute(plans: Sequence[RunPlan], executor: Executor | None = None, workers:
         result.reused = plan.reused
         results.append(result)
     return results
+
+
+def _in_turn(streams: Sequence[tuple[bool, Iterator[tuple[int, Any]]]]
+             ) -> Iterator[tuple[bool, int, Any]]:
+    """The results of each stream in turn: (stream key, task index, result)."""
+    for key, stream in streams:
+        for i, result in stream:
+            yield key, i, result
 
 
 def _fail(plan: RunPlan, error: str, failed: dict[str, str]) -> None:
@@ -490,6 +517,8 @@ def _prepare(plan: RunPlan, executor: Executor) -> _Batch:
     y = np.array([classes.index(s.label) for s in pre.kept])
     groups = np.array([s.group for s in pre.kept])
     state_dir = Path(plan.store.path).parent / "training-state" / plan.run_id
+    remote, threads = fold_placement(plan.meth.parallel_folds(), plan.meth.uses_device(),
+                                     executor, shippable(plan.meth, plan.datasets))
     jobs = []
     for fold in plan.todo:
         tr = np.array([index[i] for i in fold.train if i in index], dtype=np.int64)
@@ -498,8 +527,9 @@ def _prepare(plan: RunPlan, executor: Executor) -> _Batch:
             raise DataError(f"fold {fold.name}: every test sample was skipped")
         jobs.append(FoldJob(fold, fold_seed(plan.seed, fold.name), tr, te, y, groups,
                             plan.checkpoints.get(fold.index),
-                            str(state_dir / f"fold{fold.index:03d}.pt")))
-    return _Batch(plan, pre.kept, jobs, executor.share(pre.X), state_dir, len(jobs))
+                            str(state_dir / f"fold{fold.index:03d}.pt"), threads))
+    handle = executor.share(pre.X) if remote else pre.X
+    return _Batch(plan, pre.kept, jobs, handle, state_dir, len(jobs), remote)
 
 
 def _store_fold(batch: _Batch, job: FoldJob, proba: np.ndarray, info: dict[str, Any]) -> None:
@@ -542,7 +572,8 @@ def _report_fold(plan: RunPlan, job: FoldJob, info: Mapping[str, Any]) -> None:
 def _finish(batch: _Batch, executor: Executor, ok: bool = True) -> None:
     if ok:
         batch.plan.store.set_status(batch.plan.run_id, "finished")
-    executor.release(batch.handle)
+    if batch.remote:
+        executor.release(batch.handle)
     _tidy_state([batch])
 
 

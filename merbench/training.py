@@ -159,7 +159,63 @@ TRAINING_SETTINGS: dict[str, Setting] = {
     "amp": Setting(True, bool, "mixed precision on CUDA (bf16 where supported)"),
     "num_workers": Setting(0, int, "DataLoader worker processes on CUDA (0: whole-tensor "
                            "batches)", _non_negative, "an integer >= 0"),
+    "micro_batch": Setting(0, int, "samples per forward/backward pass; a batch's gradients are "
+                           "summed over its micro-batches before the optimizer step (0: the "
+                           "whole batch, split automatically when it would not fit the memory "
+                           "budget, MERBENCH_MEMORY_GB; BatchNorm then sees micro-batches)",
+                           _non_negative, "an integer >= 0"),
 }
+
+
+# -- memory and the training state's timing ------------------------------------------------------
+#: Training processes sharing this machine's memory (set in local worker processes).
+MEMORY_SHARE = 1
+
+
+def memory_budget(device: Any) -> tuple[float, str]:
+    """(bytes one training may use, where that figure comes from): ``MERBENCH_MEMORY_GB``;
+    else on CUDA 90 % of the device's free memory, on the CPU 80 % of the available memory
+    shared among the worker processes training side by side."""
+    forced = os.environ.get("MERBENCH_MEMORY_GB", "").strip()
+    if forced:
+        try:
+            value = float(forced)
+        except ValueError:
+            value = -1.0
+        if not value > 0:
+            raise ConfigError(f"MERBENCH_MEMORY_GB must be a positive number, got {forced!r}",
+                              "e.g. MERBENCH_MEMORY_GB=8")
+        return value * 1e9, f"MERBENCH_MEMORY_GB={forced}"
+    if device.type == "cuda":
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(device)
+        # blocks torch's caching allocator holds but no tensor uses are free to this process
+        free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return 0.9 * free, "90 % of the free GPU memory"
+    available = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = float(line.split()[1]) * 1024
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    if available is None:  # pragma: no cover
+        return math.inf, "unknown available memory"
+    share = max(1, MEMORY_SHARE)
+    return 0.8 * available / share, ("80 % of the available memory" +
+                                     (f" / {share} workers" if share > 1 else ""))
+
+
+def state_interval() -> float:
+    """Seconds between two saves of the resumable training state (``MERBENCH_STATE_SECONDS``,
+    default 30; the end of a fit is always saved): each save costs a serialisation, which
+    every epoch of a small model would pay for nothing."""
+    text = os.environ.get("MERBENCH_STATE_SECONDS", "").strip()
+    try:
+        return float(text) if text else 30.0
+    except ValueError:
+        raise ConfigError(f"MERBENCH_STATE_SECONDS must be a number, got {text!r}") from None
 
 
 def _setting_params() -> dict[str, inspect.Parameter]:
@@ -353,6 +409,13 @@ def resolve_pretrained(pretrained: str | bool | None, timm_name: str, what: str)
     return path
 
 
+_MEMORY_ESTIMATES: dict[tuple[Any, ...], tuple[float, float]] = {}
+
+
+def _same(t: Any) -> Any:
+    return t
+
+
 # -- the model base --------------------------------------------------------------------------
 class TorchClassifier(Model):
     """Base for deep models: the shared training loop over numpy inputs.
@@ -509,6 +572,106 @@ class TorchClassifier(Model):
             return torch.autocast("cuda", dtype=dtype)
         return contextlib.nullcontext()
 
+    def _micro_batch(self, module: Any, X: Any, device: Any) -> int:
+        """Samples per forward/backward pass (the ``micro_batch`` setting): the whole batch,
+        or equal parts that fit :func:`memory_budget` by :meth:`_memory_estimate`. A training
+        that would not fit two samples per pass, or the ``micro_batch`` asked for, is refused
+        here, before it starts, instead of being killed by the kernel midway."""
+        batch = min(self.batch_size, len(X))
+        budget, source = memory_budget(device)
+        if budget == math.inf:
+            return min(self.micro_batch or batch, batch)
+        per_sample, fixed = self._memory_estimate(module, X, device)
+        fits = int((budget - fixed) // per_sample) if per_sample > 0 else batch
+        name, least = type(self).__name__, min(2, batch)
+
+        def gb(n: int) -> str:
+            return f"{(fixed + n * per_sample) / 1e9:.1f} GB"
+
+        if self.micro_batch:
+            want = min(self.micro_batch, batch)
+            if want > fits:
+                raise ConfigError(
+                    f"{name}: model.micro_batch={self.micro_batch} needs about {gb(want)} to "
+                    f"train, over the memory budget of {budget / 1e9:.1f} GB ({source})",
+                    f"set model.micro_batch={fits}" if fits >= least else
+                    "raise MERBENCH_MEMORY_GB, free memory, or train on a GPU (--device cuda)")
+            return want
+        if fits >= batch:
+            return batch
+        if fits < least:
+            raise ConfigError(
+                f"{name}: training needs about {gb(least)} even with {least} samples per pass "
+                f"(model.micro_batch), over the memory budget of {budget / 1e9:.1f} GB "
+                f"({source})", "raise MERBENCH_MEMORY_GB, free memory, or train on a GPU "
+                "(--device cuda)")
+        parts = math.ceil(batch / fits)
+        micro = math.ceil(batch / parts)
+        log.info("%s: batches of %d in %d micro-batches of <= %d (about %s per batch, budget "
+                 "%.1f GB: %s)", name, batch, parts, micro, gb(batch), budget / 1e9, source)
+        return micro
+
+    def _memory_estimate(self, module: Any, X: Any, device: Any) -> tuple[float, float]:
+        """(bytes per training sample, fixed bytes) of a training pass: one forward pass of
+        two samples counting the tensors autograd keeps for the backward pass (the activations,
+        which grow with the batch; ×1.5 for the gradients and buffers of the passes
+        themselves) plus the float batch; fixed = weights, gradients and two optimizer states.
+        Measured once per process for a configuration and input shape; buffers (BatchNorm
+        statistics) and the random state are restored, so training is left untouched."""
+        import json
+
+        import torch
+
+        params = {k: v for k, v in self.get_params().items()
+                  if k not in ("seed", "train_state", "progress", "num_workers")}
+        key = (type(self).__qualname__, json.dumps(params, sort_keys=True, default=str),
+               tuple(X.shape[1:]), str(device))
+        if key in _MEMORY_ESTIMATES:
+            return _MEMORY_ESTIMATES[key]
+        from torch.nn.parameter import is_lazy
+
+        if any(is_lazy(p) for p in (*module.parameters(), *module.buffers())):
+            return 0.0, 0.0  # lazy layers take their shape (and random init) in training
+        fixed = 4.0 * sum(p.numel() * p.element_size() for p in module.parameters())
+        own = {t.untyped_storage().data_ptr() for t in (*module.parameters(), *module.buffers())}
+        kept: dict[int, int] = {}
+
+        def pack(t: Any) -> Any:
+            try:
+                storage = t.untyped_storage()
+                if storage.data_ptr() not in own:
+                    kept[storage.data_ptr()] = storage.nbytes()
+            except (RuntimeError, NotImplementedError):  # pragma: no cover - exotic tensors
+                pass
+            return t
+
+        n = min(2, len(X))
+        buffers = {k: b.detach().clone() for k, b in module.named_buffers()}
+        rng = torch.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state_all() if device.type == "cuda" else None
+        was_training = module.training
+        try:
+            module.train()
+            xb = self._prepare(X[:n], device)
+            with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, _same):
+                with self._autocast(device):
+                    out = module(xb)
+            del out
+        except Exception as exc:  # noqa: BLE001 - no estimate: the whole batch is tried
+            log.debug("%s: no memory estimate (%s)", type(self).__name__, exc)
+            kept.clear()
+        finally:
+            with torch.no_grad():
+                for k, b in module.named_buffers():
+                    b.copy_(buffers[k])
+            torch.set_rng_state(rng)
+            if cuda_rng is not None:
+                torch.cuda.set_rng_state_all(cuda_rng)
+            module.train(was_training)
+        per_sample = 1.5 * sum(kept.values()) / n + 2 * 4 * X[0].numel() if kept else 0.0
+        _MEMORY_ESTIMATES[key] = (per_sample, fixed)
+        return per_sample, fixed
+
     def _terms(self, output: Any, target: Any) -> tuple[Any, dict[str, Any]]:
         out = self.loss(output, target)
         if isinstance(out, tuple):
@@ -559,7 +722,9 @@ class TorchClassifier(Model):
         scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and self.amp
                                       and not torch.cuda.is_bf16_supported())
         gen = torch.Generator().manual_seed(self.seed)
+        self.micro_batch_ = self._micro_batch(module, Xtr, device)
         self.history_ = []
+        self._state_saved = time.monotonic()
         start_epoch, best, bad_epochs = self._resume(opt, sched, gen)
         epochs = range(start_epoch, self.epochs)
         if self.progress and sys.stderr.isatty():
@@ -574,16 +739,21 @@ class TorchClassifier(Model):
             for xb, yb in self._batches(Xtr, ytr, True, gen, device):
                 xb = self.augment(self._prepare(xb, device))
                 yb = yb.to(device, non_blocking=True)
-                with self._autocast(device):
-                    loss, terms = self._terms(module(xb), yb)
                 opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
+                n = len(yb)
+                parts = batch_slices(n, self.micro_batch_) if self.micro_batch_ < n \
+                    else [slice(0, n)]
+                for part in parts:  # gradient accumulation: the batch mean's gradient
+                    m = part.stop - part.start
+                    with self._autocast(device):
+                        loss, terms = self._terms(module(xb[part]), yb[part])
+                    scaler.scale(loss if m == n else loss * (m / n)).backward()
+                    for name, value in (("loss", loss),
+                                        *((f"loss_{k}", v) for k, v in terms.items())):
+                        sums[name] = sums.get(name, 0.0) + float(value.detach()) * m
                 scaler.step(opt)
                 scaler.update()
-                n = len(yb)
                 count += n
-                for name, value in (("loss", loss), *((f"loss_{k}", v) for k, v in terms.items())):
-                    sums[name] = sums.get(name, 0.0) + float(value.detach()) * n
             record = {"epoch": epoch + 1, **{k: v / max(count, 1) for k, v in sums.items()},
                       "lr": float(opt.param_groups[0]["lr"])}
             if sched is not None:
@@ -600,8 +770,10 @@ class TorchClassifier(Model):
             self.history_.append(record)
             self._report_epoch(record, epochs)
             self.on_epoch_end(epoch + 1)
-            self._save_train_state(opt, sched, gen, epoch + 1, best, bad_epochs)
-            if len(val_idx) and bad_epochs >= self.patience:
+            stop = bool(len(val_idx)) and bad_epochs >= self.patience
+            self._save_train_state(opt, sched, gen, epoch + 1, best, bad_epochs,
+                                   final=stop or epoch + 1 == self.epochs)
+            if stop:
                 log.info("early stop at epoch %d (validation subjects)", epoch + 1)
                 break
         if best[1] is not None:
@@ -758,10 +930,14 @@ class TorchClassifier(Model):
         return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
 
     def _save_train_state(self, opt: Any, sched: Any, gen: Any, epoch: int,
-                          best: tuple[float, Any], bad_epochs: int) -> None:
+                          best: tuple[float, Any], bad_epochs: int, final: bool = False) -> None:
         """Training state after ``epoch`` (the runner gives each fold of each run its own
-        file), written atomically so a kill never leaves half a file."""
+        file), written atomically so a kill never leaves half a file; at most every
+        :func:`state_interval` seconds, and after the ``final`` epoch. Resuming from any saved
+        epoch gives what an uninterrupted fit gives."""
         if not self.train_state or getattr(self, "state_unwritable_", False):
+            return
+        if not final and time.monotonic() - self._state_saved < state_interval():
             return
         import torch
 
@@ -779,6 +955,8 @@ class TorchClassifier(Model):
         except DataError as exc:  # a full disk costs the resume point, not the training
             log.warning("%s; training goes on without a resume point", exc.problem)
             self.state_unwritable_ = True
+            return
+        self._state_saved = time.monotonic()
 
     def _resume(self, opt: Any, sched: Any, gen: Any) -> tuple[int, tuple[float, Any], int]:
         """Continue an interrupted fit from ``train_state``: (next epoch, best validation loss

@@ -231,6 +231,9 @@ class CropNet(TorchClassifier):
 
     defaults = {"epochs": 30, "batch_size": 32, "lr": 1e-3, "optimizer": "adamp",
                 "label_smoothing": 0.1}
+    # big: 320 crops of 160×160 per batch keep every core's threads busy, and a training
+    # takes several GB (benchmarks/cropnet.py): one process, not one per core
+    parallel_folds = False
 
     def __init__(self, size: int = 320, crop: int = 160, alpha: float = 0.3, cgpo: bool = True,
                  feature_dim: int = 3048, trunk: str = "rexnet_100",

@@ -9,11 +9,18 @@ head jitter, illumination flicker and sensor noise. Appearance alone therefore s
 the class, while onset -> apex motion says a lot: a motion-aware method clearly beats an
 appearance-only one (at the defaults, LOSO UF1 about 0.78 for apex - onset differences against
 0.59 for the apex frame alone, with chance at 1/3; see `merbench demo`).
+
+[ours] A clip's frames are rendered once and kept in the merbench cache folder
+(``synthetic/``, keyed by the generator version, every parameter and the sample), so the
+methods of a demo or a grid, and every worker process, read them instead of rendering again.
 """
 from __future__ import annotations
 
 import hashlib
+import io
+import logging
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -22,6 +29,8 @@ from merbench import Clip, Dataset, Sample, hookimpl
 from merbench.errors import ConfigError
 
 GENERATOR_VERSION = "1"
+
+log = logging.getLogger(__name__)
 
 # Face landmarks of the astronaut photo (dlib, 68 points), normalised to the face box
 # x 150..300, y 50..200 used as the synthetic face crop.
@@ -141,10 +150,11 @@ class Synthetic(Dataset):
         self.amplitude = tuple(amplitude)
         self.jitter, self.flicker, self.noise, self.appearance = jitter, flicker, noise, appearance
         names = CLASS_SETS[classes]
-        fingerprint = (f"synthetic-v{GENERATOR_VERSION} subjects={subjects} cpc={clips_per_class} "
-                       f"classes={classes} size={size} frames={frames} seed={seed} "
-                       f"amp={self.amplitude} jitter={jitter} flicker={flicker} noise={noise} "
-                       f"appearance={appearance}")
+        self.fingerprint = fingerprint = (
+            f"synthetic-v{GENERATOR_VERSION} subjects={subjects} cpc={clips_per_class} "
+            f"classes={classes} size={size} frames={frames} seed={seed} "
+            f"amp={self.amplitude} jitter={jitter} flicker={flicker} noise={noise} "
+            f"appearance={appearance}")
         samples = []
         for s in range(1, subjects + 1):
             for label in names:
@@ -220,15 +230,44 @@ class Synthetic(Dataset):
             out[t - start] = np.clip(frame, 0, 255).astype(np.uint8)
         return out
 
+    def cache_path(self, sample: Sample) -> Path:
+        """Where the clip's frames (onset..offset) are cached: the key covers the generator
+        version and every parameter (the fingerprint) and the sample."""
+        from merbench.cache import default_cache_dir
+
+        key = hashlib.sha256(f"{self.fingerprint}|{sample.id}|{sample.onset}|"
+                             f"{sample.offset}".encode()).hexdigest()
+        return default_cache_dir() / "synthetic" / key[:2] / f"{key}.npy"
+
+    def clip_frames(self, sample: Sample) -> np.ndarray:
+        """Frames onset..offset of a sample: from the cache, else rendered and cached."""
+        from merbench.atomic import write_bytes
+        from merbench.errors import DataError
+
+        path = self.cache_path(sample)
+        expected = (sample.offset - sample.onset + 1, self.size, self.size, 3)
+        try:
+            frames = np.load(path, allow_pickle=False)
+            if frames.shape == expected and frames.dtype == np.uint8:
+                return frames
+        except (OSError, ValueError, EOFError):  # absent or damaged: render again
+            pass
+        frames = self.render(sample, sample.onset, sample.offset)
+        buf = io.BytesIO()
+        np.save(buf, frames, allow_pickle=False)
+        try:
+            write_bytes(path, buf.getvalue())
+        except DataError as exc:  # a read-only or full cache folder: render every time
+            log.debug("synthetic frames not cached: %s", exc)
+        return frames
+
     def load(self, sample: Sample) -> Clip:
         numbers = tuple(range(sample.onset, sample.offset + 1))
 
-        def reader(positions: Sequence[int]) -> np.ndarray:  # renders first..last asked only
-            first, last = min(positions), max(positions)
-            frames = self.render(sample, sample.onset + first, sample.onset + last)
-            return frames[[p - first for p in positions]]
+        def reader(positions: Sequence[int]) -> np.ndarray:  # the cached clip, rendered once
+            return self.clip_frames(sample)[list(positions)]
 
-        return Clip(lambda: self.render(sample, sample.onset, sample.offset), onset=0,
+        return Clip(lambda: self.clip_frames(sample), onset=0,
                     apex=sample.apex - sample.onset, offset=len(numbers) - 1,
                     sample_id=sample.id, frame_numbers=numbers, reader=reader,
                     length=len(numbers))

@@ -60,8 +60,15 @@ def test_landmark_model_is_found_without_importing_the_package() -> None:
     assert "face_recognition_models" not in sys.modules
 
 
-def test_dlib_models_load_once_per_process() -> None:
+def test_dlib_models_load_once_per_process_and_only_when_a_face_step_runs() -> None:
     assert face.dlib_models() is face.dlib_models()
+    import subprocess
+
+    code = ("import sys, merbench; merbench.method('lbptop-svm').build_steps(); "
+            "merbench.run; print('dlib' in sys.modules, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["False", "False"]  # building the steps loads neither dlib nor torch
 
 
 def test_dlib_finds_the_astronauts_eyes_and_mouth(astronaut: np.ndarray) -> None:

@@ -239,6 +239,18 @@ def test_two_workers_give_the_same_predictions(tmp_path: Path, tiny, shared_cach
     assert probas[0] == probas[1]
 
 
+def test_a_run_without_a_deep_model_never_imports_torch(tmp_path: Path, tiny) -> None:
+    """torch costs seconds per command: a chance or logistic-regression run must not pay."""
+    code = ("import sys, merbench; r = merbench.run(protocol='synthetic-loso', method='chance', "
+            f"dataset_params={tiny!r}, store=sys.argv[1]); print(len(r.predictions), "
+            "'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "r.sqlite")],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["24", "False"]
+    (rec,) = Store(tmp_path / "r.sqlite").runs()
+    assert rec.device.startswith("cpu")
+
+
 def test_sample_level_holdout_run_is_labelled(tmp_path: Path, tiny, shared_cache: str) -> None:
     result = merbench.run(protocol="synthetic-holdout-samples", method="chance",
                           dataset_params=tiny, store=tmp_path / "r.sqlite", cache_dir=shared_cache)

@@ -122,3 +122,25 @@ def test_motion_is_where_the_class_says_and_only_between_onset_and_offset() -> N
 def test_bad_parameters_are_config_errors(params: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         merbench.dataset("synthetic", **params)
+
+
+def test_clips_are_rendered_once_and_cached_by_their_parameters(tmp_path, monkeypatch) -> None:
+    from merbench_plugins.synthetic import Synthetic
+
+    monkeypatch.setenv("MERBENCH_CACHE", str(tmp_path))
+    ds = _ds()
+    s = ds.samples[5]
+    frames = ds.load(s).frames
+    assert np.array_equal(frames, ds.render(s, s.onset, s.offset))
+    path = ds.cache_path(s)
+    assert path.is_file() and path.parent.parent == tmp_path / "synthetic"
+    renders = []
+    real_render = Synthetic.render
+    monkeypatch.setattr(Synthetic, "render",
+                        lambda self, *a: renders.append(a) or real_render(self, *a))
+    assert np.array_equal(_ds().load(s).frames, frames)  # another instance, same parameters
+    assert renders == []
+    assert len({_ds(noise=1.0).cache_path(s), _ds(seed=1).cache_path(s), path}) == 3
+    path.write_bytes(path.read_bytes()[:100])  # a damaged entry is rendered again
+    assert np.array_equal(_ds().load(s).frames, frames)
+    assert len(renders) == 1 and np.array_equal(np.load(path), frames)

@@ -32,7 +32,8 @@ def _data(n: int = 48) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-def test_interrupted_training_resumes_exactly(tmp_path: Path) -> None:
+def test_interrupted_training_resumes_exactly(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("MERBENCH_STATE_SECONDS", "0")  # a state after every epoch
     X, y = _data()
     params = dict(epochs=6, lr=0.01, batch_size=16, device="cpu", seed=3)
     straight = merbench.model("ststnet", **params).fit(X, y)
@@ -60,6 +61,35 @@ def test_interrupted_training_resumes_exactly(tmp_path: Path) -> None:
 
     other = merbench.model("ststnet", train_state=str(state), **{**params, "lr": 0.02}).fit(X, y)
     assert [h["epoch"] for h in other.history_] == [1, 2, 3, 4, 5, 6]  # another config: fresh
+
+
+def test_training_state_is_saved_by_wall_time_and_at_the_end(tmp_path: Path,
+                                                              monkeypatch) -> None:
+    import merbench.training as training
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(training.time, "monotonic", lambda: clock["now"])
+    saved: list[int] = []
+    real_save = torch.save
+    monkeypatch.setattr(torch, "save", lambda obj, f: (saved.append(obj["epoch"]),
+                                                      real_save(obj, f)))
+    X, y = _data()
+    model = merbench.model("ststnet", epochs=7, lr=0.01, batch_size=16, device="cpu", seed=3,
+                           train_state=str(tmp_path / "state.pt"))
+
+    def tick(batch):  # 3 batches per epoch: 12 s of "training" per epoch
+        clock["now"] += 4.0
+        return batch
+
+    model.augment = tick
+    model.fit(X, y)
+    assert saved == [3, 6, 7]  # 36 s in, 36 s after that save (>= 30 s), and the last epoch
+    saved.clear()
+    clock["now"] = 0.0
+    model.augment = lambda batch: batch  # a fast fit: the last epoch only
+    (tmp_path / "state.pt").unlink()
+    model.fit(X, y)
+    assert saved == [7]
 
 
 class Net(TorchClassifier):
@@ -134,6 +164,75 @@ def test_batch_slices_never_leave_a_one_sample_batch() -> None:
     Net(epochs=2, device="cpu").fit(X, np.array([0, 1, 2]))
     with pytest.raises(ConfigError, match="at least 2 training samples"):
         Net(device="cpu").fit(X[:1], y[:1])
+
+
+class NoNorm(TorchClassifier):
+    """No BatchNorm, no dropout: a batch's gradient is the same whole or in micro-batches."""
+
+    defaults = {"epochs": 3, "lr": 0.05, "batch_size": 16, "optimizer": "sgd"}
+
+    def build(self, num_classes, input_shape):
+        from torch import nn
+
+        return nn.Sequential(nn.Conv2d(input_shape[0], 4, 3, padding=1), nn.ReLU(),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, num_classes))
+
+
+def test_micro_batches_accumulate_the_gradient_of_the_whole_batch() -> None:
+    X, y, _ = _images(40)
+    whole = NoNorm(device="cpu", seed=1).fit(X, y)
+    parts = NoNorm(device="cpu", seed=1, micro_batch=5).fit(X, y)
+    assert (whole.micro_batch_, parts.micro_batch_) == (16, 5)
+    for (k, a), b in zip(whole.module_.state_dict().items(),
+                         parts.module_.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), k
+    assert [h["loss"] for h in parts.history_] == pytest.approx(
+        [h["loss"] for h in whole.history_], abs=1e-6)
+
+
+def test_memory_estimate_counts_what_autograd_keeps_and_leaves_training_untouched() -> None:
+    from torch import nn
+
+    class Linear(TorchClassifier):
+        def build(self, num_classes, input_shape):
+            return nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(input_shape)), num_classes))
+
+    model = Linear(device="cpu")
+    module = model.build(3, (3, 8, 8))
+    X = torch.zeros(4, 3, 8, 8, dtype=torch.uint8)
+    per_sample, fixed = model._memory_estimate(module, X, torch.device("cpu"))
+    # the Linear keeps its float input (2 samples × 192 floats = 1536 bytes): ×1.5 per sample,
+    # plus the float batch twice (8 bytes per value); weights + gradients + 2 Adam states
+    assert per_sample == 1.5 * 1536 / 2 + 8 * 192
+    assert fixed == 4 * (192 * 3 + 3) * 4
+    net = Net(device="cpu")
+    module = net.build(3, (3, 8, 8))
+    stats = {k: v.clone() for k, v in module.state_dict().items()}
+    rng = torch.get_rng_state()
+    net._memory_estimate(module, X, torch.device("cpu"))
+    assert all(torch.equal(stats[k], v) for k, v in module.state_dict().items())
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_a_batch_over_the_memory_budget_is_split_or_refused_before_training(monkeypatch) -> None:
+    X, y, _ = _images(40)
+    monkeypatch.setattr(NoNorm, "_memory_estimate", lambda self, *a: (1e6, 1e6))
+    monkeypatch.setenv("MERBENCH_MEMORY_GB", "0.0065")  # room for 5 samples of 1 MB
+    model = NoNorm(device="cpu").fit(X, y)
+    assert model.micro_batch_ == 4  # batch 16 in ceil(16 / 5) = 4 equal parts
+    whole = NoNorm(device="cpu", batch_size=4).fit(X, y)  # fits: not split
+    assert whole.micro_batch_ == 4
+    with pytest.raises(ConfigError, match=r"model\.micro_batch=8 needs about .* over the "
+                                          r"memory budget .*MERBENCH_MEMORY_GB") as err:
+        NoNorm(device="cpu", micro_batch=8).fit(X, y)
+    assert "set model.micro_batch=5" in str(err.value)
+    monkeypatch.setenv("MERBENCH_MEMORY_GB", "0.0025")  # not even 2 samples
+    trained = []
+    model = NoNorm(device="cpu")
+    model.augment = lambda batch: trained.append(1) or batch
+    with pytest.raises(ConfigError, match="even with 2 samples per pass .*MERBENCH_MEMORY_GB"):
+        model.fit(X, y)
+    assert trained == []  # refused before the first step
 
 
 def test_early_stopping_on_validation_subjects_keeps_the_best_epoch() -> None:
