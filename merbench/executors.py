@@ -451,7 +451,8 @@ def parse_workers(workers: int | str) -> int | str:
     if isinstance(workers, str) and workers.strip().lower() == "auto":
         return "auto"
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ConfigError(f"--workers must be auto or a positive integer, got {workers!r}",
+        shown = workers.strip() if isinstance(workers, str) else repr(workers)
+        raise ConfigError(f"--workers must be auto or a positive integer, got {shown}",
                           "use --workers auto (default), 1 (serial) or more")
     return workers
 

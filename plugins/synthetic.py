@@ -150,7 +150,7 @@ class Synthetic(Dataset):
         self.amplitude = tuple(amplitude)
         self.jitter, self.flicker, self.noise, self.appearance = jitter, flicker, noise, appearance
         names = CLASS_SETS[classes]
-        self.fingerprint = fingerprint = (
+        self.generator = generator = (
             f"synthetic-v{GENERATOR_VERSION} subjects={subjects} cpc={clips_per_class} "
             f"classes={classes} size={size} frames={frames} seed={seed} "
             f"amp={self.amplitude} jitter={jitter} flicker={flicker} noise={noise} "
@@ -166,7 +166,7 @@ class Synthetic(Dataset):
                     offset = min(frames - 1, apex + int(rng.integers(8, 16)))
                     samples.append(Sample("synthetic", f"s{s:02d}", f"{label[:3]}_{k:02d}", label,
                                           onset, apex, offset, path="",
-                                          meta=(("generator", fingerprint),)))
+                                          meta=(("generator", generator),)))
         spaces = {"megc2019": {n: MEGC2019[n] for n in names}}
         super().__init__(samples, label_spaces=spaces,
                          classes={"native": names, "megc2019": ("negative", "positive", "surprise")})
@@ -232,10 +232,10 @@ class Synthetic(Dataset):
 
     def cache_path(self, sample: Sample) -> Path:
         """Where the clip's frames (onset..offset) are cached: the key covers the generator
-        version and every parameter (the fingerprint) and the sample."""
+        version and every parameter (``generator``) and the sample."""
         from merbench.cache import default_cache_dir
 
-        key = hashlib.sha256(f"{self.fingerprint}|{sample.id}|{sample.onset}|"
+        key = hashlib.sha256(f"{self.generator}|{sample.id}|{sample.onset}|"
                              f"{sample.offset}".encode()).hexdigest()
         return default_cache_dir() / "synthetic" / key[:2] / f"{key}.npy"
 

@@ -241,8 +241,8 @@ def test_data_check_faces_counts_onset_frames_with_a_face(tmp_path: Path, cli) -
 RUN_CASES = [
     (["--data-param", "nosuch.x=1"], "--data-param nosuch: protocol synthetic-loso does not use"),
     (["--data-root", "nosuch=/tmp"], "--data-root nosuch: protocol synthetic-loso does not use"),
-    (["--workers", "0"], "--workers must be a positive integer, got 0"),
-    (["--workers", "-1"], "--workers must be a positive integer, got -1"),
+    (["--workers", "0"], "--workers must be auto or a positive integer, got 0"),
+    (["--workers", "-1"], "--workers must be auto or a positive integer, got -1"),
     (["--seeds", "0"], "--seeds must be a positive integer, got 0"),
     (["-m", "chance", "--set", "model.strategy=anything"],
      "chance.strategy must be 'uniform' or 'prior', got 'anything'"),

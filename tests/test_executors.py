@@ -96,9 +96,9 @@ class Recording(Executor):
     def __init__(self) -> None:
         self.tasks = 0
 
-    def map(self, fn, tasks):  # type: ignore[no-untyped-def]
+    def map(self, fn, tasks, errors=False):  # type: ignore[no-untyped-def]
         self.tasks += len(tasks)
-        return super().map(fn, tasks)
+        return super().map(fn, tasks, errors)
 
 
 class ForkExecutor(ProcessExecutor):

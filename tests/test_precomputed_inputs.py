@@ -120,8 +120,8 @@ def test_fold_training_state_is_removed_once_the_fold_is_stored(
     written: set[str] = set()
     save = TorchClassifier._save_train_state
 
-    def recording(self, *args):  # type: ignore[no-untyped-def]
-        save(self, *args)
+    def recording(self, *args, **kw):  # type: ignore[no-untyped-def]
+        save(self, *args, **kw)
         written.add(self.train_state)
 
     monkeypatch.setattr(TorchClassifier, "_save_train_state", recording)

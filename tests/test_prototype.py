@@ -240,8 +240,10 @@ def test_resumed_fit_says_which_snapshots_it_lost(tmp_path, monkeypatch, caplog)
                   train_state=str(tmp_path / "state.pt"), device="cpu")
     save = TorchClassifier._save_train_state
 
-    def interrupt_after_two(self, opt, sched, gen, epoch, *rest):
-        save(self, opt, sched, gen, epoch, *rest)
+    monkeypatch.setenv("MERBENCH_STATE_SECONDS", "0")  # a state after every epoch
+
+    def interrupt_after_two(self, opt, sched, gen, epoch, *rest, **kw):
+        save(self, opt, sched, gen, epoch, *rest, **kw)
         if epoch == 2:
             raise KeyboardInterrupt
 
