@@ -83,15 +83,17 @@ def harness_epoch(X: np.ndarray, y: np.ndarray, epochs: int, state: Path) -> flo
 def plain_epoch(X: np.ndarray, y: np.ndarray, epochs: int, fused: bool = False) -> float:
     """Seconds per epoch of the loop a user would write: the same network (the plugin's
     module), float inputs prepared once, a fresh permutation per epoch, batches of 256,
-    cross-entropy and Adam with the same learning rate (``fused``: its fused kernel)."""
-    from merbench_plugins.ststnet import module_class
+    cross-entropy and Adam with the same learning rate (``fused``: its fused kernel), in the
+    memory format the harness trains it in (channels_last, ``STSTNet.cpu_channels_last``)."""
+    from merbench_plugins.ststnet import STSTNet, module_class
 
     torch.manual_seed(0)
     start = time.perf_counter()
-    net = module_class()(3, 3, (28, 28))
+    fmt = torch.channels_last if STSTNet.cpu_channels_last else torch.contiguous_format
+    net = module_class()(3, 3, (28, 28)).to(memory_format=fmt)
     opt = torch.optim.Adam(net.parameters(), lr=5e-5, **({"fused": True} if fused else {}))
     loss_fn = torch.nn.CrossEntropyLoss()
-    Xt = torch.from_numpy(X).permute(0, 3, 1, 2).float().contiguous()
+    Xt = torch.from_numpy(X).permute(0, 3, 1, 2).float().contiguous(memory_format=fmt)
     yt = torch.from_numpy(y)
     net.train()
     for _ in range(epochs):

@@ -442,6 +442,10 @@ class TorchClassifier(Model):
     defaults: ClassVar[Mapping[str, Any]] = {}
     #: dotted name of the Grad-CAM target layer in the module ("" = the last Conv2d)
     cam_target: ClassVar[str] = ""
+    #: train in the channels_last memory format on the CPU as well as on CUDA (where it always
+    #: is): for models whose CPU kernels run faster so (measured: STSTNet's max-pool and
+    #: BatchNorm, see benchmarks/ststnet.py). Weights loaded for evaluation stay as they are.
+    cpu_channels_last: ClassVar[bool] = False
 
     def __init__(self, num_classes: int = 3, seed: int = 0, device: str = "auto",
                  train_state: str | None = None, progress: bool = False,
@@ -526,7 +530,7 @@ class TorchClassifier(Model):
         xb = xb.to(device, non_blocking=True).float()
         if self.input_scale != 1:
             xb = xb * self.input_scale
-        if device.type == "cuda" and xb.ndim == 4:
+        if xb.ndim == 4 and (device.type == "cuda" or getattr(self, "channels_last_", False)):
             xb = xb.contiguous(memory_format=torch.channels_last)
         return xb
 
@@ -706,7 +710,8 @@ class TorchClassifier(Model):
         Xtr, ytr = Xt[train_idx.to(Xt.device)], yt[train_idx.to(yt.device)]
 
         module = self.build(self.num_classes, tuple(Xt.shape[1:])).to(device)
-        if device.type == "cuda":
+        self.channels_last_ = device.type == "cuda" or (self.cpu_channels_last and Xt.ndim == 4)
+        if self.channels_last_:
             module = module.to(memory_format=torch.channels_last)
         self.module_ = module
         weight = None

@@ -197,7 +197,7 @@ def build_network(backbone: str, in_chans: int, num_classes: int,
                                     nn.BatchNorm2d(64), layers, nn.Linear(512, num_classes),
                                     bn_input=nn.BatchNorm2d(in_chans, momentum=None),
                                     bn_final=nn.BatchNorm2d(512))
-    raise ConfigError(f"microattention: unknown backbone {backbone!r}",
+    raise ConfigError(f"micro-attention: unknown backbone {backbone!r}",
                       f"use one of {', '.join(BACKBONES)}")
 
 
@@ -234,10 +234,10 @@ class MicroAttentionResNet(TorchClassifier):
                  flip: bool = True, flip_negate: tuple[int, ...] = (), **training: Any) -> None:
         super().__init__(**training)
         if backbone not in BACKBONES:
-            raise ConfigError(f"microattention: unknown backbone {backbone!r}",
+            raise ConfigError(f"micro-attention: unknown backbone {backbone!r}",
                               f"use one of {', '.join(BACKBONES)}")
         if isinstance(random_crop, bool) or not isinstance(random_crop, int) or random_crop < 0:
-            raise ConfigError(f"microattention: random_crop must be an integer >= 0, got "
+            raise ConfigError(f"micro-attention: random_crop must be an integer >= 0, got "
                               f"{random_crop!r}", "use 16 (the authors' 224 -> 240 -> 224)")
         self.backbone = backbone
         self.pretrained = pretrained
@@ -256,7 +256,7 @@ class MicroAttentionResNet(TorchClassifier):
         """``pretrained`` as :func:`init_pretrained` takes it (resnet10 has no ImageNet file)."""
         if self.backbone == "resnet10" and (self.pretrained is None or self.pretrained is True):
             if self.pretrained is True:
-                raise ConfigError("microattention resnet10 has no ImageNet weights",
+                raise ConfigError("micro-attention resnet10 has no ImageNet weights",
                                   "pass model.pretrained=PATH to a resnet10 state dict of "
                                   "this layout, or use backbone=resnet18")
             return False
@@ -265,12 +265,12 @@ class MicroAttentionResNet(TorchClassifier):
     def build(self, num_classes: int, input_shape: tuple[int, ...], weights: bool = True) -> Any:
         """The network; ``weights=False`` skips ``pretrained`` (a saved state is loaded next)."""
         if len(input_shape) != 3:
-            raise ConfigError(f"microattention needs images, got inputs of shape {input_shape}",
+            raise ConfigError(f"micro-attention needs images, got inputs of shape {input_shape}",
                               "end the method with an apex-frame / ars / flow-image step")
         net = build_network(self.backbone, int(input_shape[0]), num_classes, self.attention_gate)
         new = attention_prefixes(net)
         if weights:
-            self.init_ = init_pretrained(net, self._weights(), f"microattention {self.backbone}",
+            self.init_ = init_pretrained(net, self._weights(), f"micro-attention {self.backbone}",
                                          new=new)
         else:
             self.init_ = "saved-state"
@@ -287,7 +287,7 @@ class MicroAttentionResNet(TorchClassifier):
         for p in net.parameters():
             counts["trainable" if p.requires_grad else "frozen"] += p.numel()
         self.param_counts_ = counts
-        log.info("microattention %s: %s; %d trainable, %d frozen parameters", self.backbone,
+        log.info("micro-attention %s: %s; %d trainable, %d frozen parameters", self.backbone,
                  self.init_, counts["trainable"], counts["frozen"])
         return net
 
@@ -324,7 +324,7 @@ class MicroAttentionResNet(TorchClassifier):
         import torch.nn.functional as F
 
         if self.module_ is None:
-            raise ConfigError("microattention is not fitted", "call fit() or load weights")
+            raise ConfigError("micro-attention is not fitted", "call fit() or load weights")
         module = self.module_
         device = next(module.parameters()).device
         Xt = self.to_tensor(X)
@@ -386,7 +386,7 @@ class MicroAttentionResNet(TorchClassifier):
 
 @hookimpl
 def register_models(register: Any) -> None:
-    register("microattention", MicroAttentionResNet,
+    register("micro-attention", MicroAttentionResNet,
              description="ResNet-18 / ResNet-10 with a micro-attention unit in every residual "
                          "block (seed 001, Wang et al.)")
 
@@ -409,5 +409,5 @@ def register_methods(register: Any) -> None:
          "face-cropped grey apex frame 224×224 -> the authors' ResNet-10 with micro-attention "
          "and their SGD recipe"),
     ):
-        register(name, MethodSpec(steps=(face, step), model=("microattention", model),
+        register(name, MethodSpec(steps=(face, step), model=("micro-attention", model),
                                   description=text), description=text)

@@ -72,8 +72,12 @@ def module_class() -> type:
 
             The three streams share input, kernel size and padding and every later layer acts
             per channel, so they run as one 16-channel conv / BN / pool: the same arithmetic as
-            three separate streams (:meth:`streams_reference`), ~1.2× faster on a CPU. (Not
-            channels_last: torch's CPU BatchNorm then loses ~1e-3 precision on 0–255 inputs.)"""
+            three separate streams (:meth:`streams_reference`), ~1.2× faster on a CPU.
+            Training runs it in channels_last (``STSTNet.cpu_channels_last``): max-pool and
+            BatchNorm ~1.25× faster per step on a CPU, at the price of BatchNorm batch
+            statistics computed to ~1e-4 relative precision instead of ~1e-7 on 0–255 inputs
+            (far below the batch's own sampling noise); evaluation of loaded weights stays in
+            the default layout, at full precision."""
             convs, bns = (self.conv1, self.conv2, self.conv3), (self.bn1, self.bn2, self.bn3)
             h = F.conv2d(x, torch.cat([c.weight for c in convs]),
                          torch.cat([c.bias for c in convs]), padding=2)
@@ -89,11 +93,22 @@ def module_class() -> type:
                         b.running_mean.copy_(m)
                         b.running_var.copy_(v)
                         b.num_batches_tracked += 1
-            return self.dropout(self.maxpool(h))
+            return self.drop(self.maxpool(h))
+
+        def drop(self, h: torch.Tensor) -> torch.Tensor:
+            """``nn.Dropout``'s arithmetic (keep with probability 1 − p, scale kept values by
+            1 / (1 − p)), the mask drawn with ``rand_like``: the CPU's ``bernoulli_`` takes
+            twice as long (~7 ms a step at batch 256, an eighth of a training step)."""
+            p = self.dropout.p
+            if not self.training or p == 0:
+                return h
+            if p >= 1:
+                return h * 0.0
+            return h * ((torch.rand_like(h) >= p).to(h.dtype) * (1.0 / (1.0 - p)))
 
         def streams_reference(self, x: torch.Tensor) -> torch.Tensor:
             """The three streams one by one, exactly as the released code runs them."""
-            return torch.cat([self.dropout(self.maxpool(bn(self.relu(conv(x)))))
+            return torch.cat([self.drop(self.maxpool(bn(self.relu(conv(x)))))
                               for conv, bn in ((self.conv1, self.bn1), (self.conv2, self.bn2),
                                                (self.conv3, self.bn3))], dim=1)
 
@@ -122,6 +137,7 @@ class STSTNet(TorchClassifier):
 
     defaults = {"epochs": 500, "batch_size": 256, "lr": 5e-5, "input_scale": 1.0, "amp": False}
     parallel_folds = True  # 1.7k parameters: one thread per fold, folds side by side
+    cpu_channels_last = True  # ~1.25× faster training steps on a CPU (see streams())
     cam_target = "maxpool"  # the fused streams' pooled 16-channel map (convs run functionally)
 
     def __init__(self, dropout: float = 0.5, **training: Any) -> None:

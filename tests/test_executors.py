@@ -172,6 +172,10 @@ def test_fold_placement_and_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     assert fold_placement(False, True, serial) == (False, 4)
     assert fold_placement(True, True, auto, ships=False) == (False, 1)  # small, but stays here
     assert fold_placement(True, True, four, ships=False) == (True, 1)  # asked for: tried there
+    # a cluster executor (Ray): every fold is a task, its threads are the CPUs it asked for
+    cluster = type("Cluster", (SerialExecutor,), {"workers": 8, "cpus_per_fold": 4.0})()
+    assert fold_placement(False, True, cluster) == (True, 4)
+    assert fold_placement(True, True, cluster) == (True, 4)
     monkeypatch.setenv("MERBENCH_THREADS", "3")
     assert fold_threads(True, 4) == 3 and fold_placement(False, True, serial) == (False, 3)
     monkeypatch.setenv("MERBENCH_THREADS", "zero")

@@ -365,14 +365,14 @@ def test_methods_registered() -> None:
     face = ("face-crop", {"size": 224})
     apex = merbench.method("apex-microattention")
     assert apex.steps == [face, ("apex-frame", {"size": 224, "grey": False})]
-    assert apex.model_name == "microattention"
+    assert apex.model_name == "micro-attention"
     assert merbench.method("ars-microattention").steps[1] == ("ars", {"n_key": 5, "size": 224})
     flow = merbench.method("flow-microattention")
     assert flow.steps[1][0] == "flow-image" and flow.model_params["flip_negate"] == (0,)
     r10 = merbench.method("apex-microattention-r10")
     assert r10.steps[1] == ("apex-frame", {"size": 224, "grey": True})
     assert (r10.model_params["backbone"], r10.model_params["optimizer"]) == ("resnet10", "sgd")
-    model = merbench.model("microattention", num_classes=3)
+    model = merbench.model("micro-attention", num_classes=3)
     assert (model.epochs, model.batch_size, model.backbone) == (50, 16, "resnet18")
 
 

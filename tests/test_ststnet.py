@@ -180,3 +180,32 @@ def test_registered_model_and_methods():
     assert flow.steps == [("face-crop", {"size": 128}),
                           ("flow-image", {"size": 28, "channels": "svu"})]
     assert flow.model_name == "ststnet"
+
+
+def test_dropout_keeps_one_minus_p_scaled_and_is_off_in_evaluation():
+    torch.manual_seed(0)
+    m = st.STSTNetModule(3, dropout=0.5).train()
+    h = torch.ones(64, 16, 10, 10)
+    out = m.drop(h)
+    kept = out != 0
+    assert abs(kept.float().mean().item() - 0.5) < 0.01  # 102,400 draws: ±0.003 is 2 sigma
+    assert torch.all(out[kept] == 2.0)  # kept values scaled by 1 / (1 - p)
+    assert not torch.equal(m.drop(h), out)  # a fresh mask each pass
+    assert torch.equal(m.eval().drop(h), h)
+    assert torch.equal(st.STSTNetModule(3, dropout=0.0).train().drop(h), h)
+
+
+def test_training_runs_channels_last_and_loaded_weights_stay_as_they_are(tmp_path):
+    X = np.random.default_rng(0).integers(0, 255, (12, 28, 28, 3)).astype(np.uint8)
+    y = np.arange(12) % 3
+    model = merbench.model("ststnet", epochs=2, batch_size=6, device="cpu").fit(X, y)
+    assert model.channels_last_
+    assert model.module_.fc.weight.ndim == 2
+    conv_in = model._prepare(model.to_tensor(X[:2]), torch.device("cpu"))
+    assert conv_in.is_contiguous(memory_format=torch.channels_last)
+    path = tmp_path / "w.pth"
+    torch.save({k: v.contiguous() for k, v in model.module_.state_dict().items()}, path)
+    loaded = merbench.model("ststnet", device="cpu").load_weights(path, (3, 28, 28))
+    assert not getattr(loaded, "channels_last_", False)
+    assert loaded._prepare(model.to_tensor(X[:2]), torch.device("cpu")).is_contiguous()
+    np.testing.assert_allclose(loaded.predict_proba(X), model.predict_proba(X), atol=1e-5)
