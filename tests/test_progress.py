@@ -296,8 +296,12 @@ def test_ctrl_c_with_two_workers_prints_one_line_and_resumes(tmp_path: Path) -> 
            "--data-param", "synthetic.size=32", "--data-param", "synthetic.frames=20"]
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "FIT_SLEEP": "2"}
     # a terminal's Ctrl-C reaches the whole foreground process group: driver and workers
+    # ... with SIGINT's default disposition, as in a terminal: a test run started in the
+    # background of a non-interactive shell inherits SIGINT ignored, and Python then never
+    # turns it into KeyboardInterrupt
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     try:
         while not _stored(store):
