@@ -786,29 +786,6 @@ def _data_params(values: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _split_values(key: str, text: str) -> list[str]:
-    """``v1,v2`` -> [v1, v2]; commas inside brackets or quotes stay: ``(64,64),(32,32)``."""
-    out, depth, quote, current = [], 0, "", ""
-    for ch in text:
-        if quote:
-            quote = "" if ch == quote else quote
-        elif ch in "\"'":
-            quote = ch
-        elif ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            out.append(current.strip())
-            current = ""
-            continue
-        current += ch
-    out.append(current.strip())
-    if "" in out:
-        raise ConfigError(f"--set {key}={text} has an empty value", "write KEY=V1,V2,...")
-    return out
-
-
 def _grid_settings(methods: list[str], sets: tuple[str, ...]) -> dict[str, list[dict[str, str]]]:
     """Per method, every combination of the --set values that apply to it. A key applies to
     the methods that have it (model.epochs to the deep models of a grid, ars.n_key to the ARS
@@ -816,8 +793,9 @@ def _grid_settings(methods: list[str], sets: tuple[str, ...]) -> dict[str, list[
     from itertools import product
 
     from .methods import Method
+    from .sweep import split_values
 
-    sweeps = {k: _split_values(k, v) for k, v in _pairs(sets, "--set").items()}
+    sweeps = {k: split_values(v, k) for k, v in _pairs(sets, "--set").items()}
     takes: dict[str, set[str]] = {}
     for key, values in sweeps.items():
         errors = {}

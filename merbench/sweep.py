@@ -23,8 +23,9 @@ from .stats import DEFAULT_BOOT, DEFAULT_LEVEL, cluster_bootstrap
 from .store import DEFAULT_STORE, Store
 
 
-def split_values(text: str) -> list[str]:
-    """``1,3,5`` -> ['1', '3', '5']; commas inside brackets or quotes stay (``(1,1),(3,3)``)."""
+def split_values(text: str, key: str | None = None) -> list[str]:
+    """``1,3,5`` -> ['1', '3', '5']; commas inside brackets or quotes stay (``(1,1),(3,3)``,
+    ``'a,b'``). ``key`` (the --set key) names the option in the error of an empty value."""
     out, depth, quote, cur = [], 0, "", []
     for ch in text:
         if quote:
@@ -42,13 +43,16 @@ def split_values(text: str) -> list[str]:
         cur.append(ch)
     out.append("".join(cur).strip())
     if any(v == "" for v in out):
+        if key is not None:
+            raise ConfigError(f"--set {key}={text} has an empty value", "write KEY=V1,V2,...")
         raise ConfigError(f"--set value list {text!r} has an empty value", "e.g. ars.n_key=1,3,5")
     return out
 
 
 def parse_sweep(sets: Mapping[str, str]) -> tuple[str, list[str], dict[str, str]]:
     """The one swept key (a comma-separated list) and the fixed overrides."""
-    swept = {k: split_values(v) for k, v in sets.items() if len(split_values(v)) > 1}
+    values_of = {k: split_values(v) for k, v in sets.items()}
+    swept = {k: v for k, v in values_of.items() if len(v) > 1}
     if len(swept) != 1:
         raise ConfigError(f"a sweep varies exactly one parameter, got {len(swept)}"
                           + (f" ({', '.join(swept)})" if swept else ""),

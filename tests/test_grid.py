@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from merbench.cli import _split_values
 from merbench.errors import ConfigError
 from merbench.executors import ProcessExecutor, SerialExecutor, TaskFailure
 from merbench.plugins import register_plugin, unregister_plugin
 from merbench.store import Store
+from merbench.sweep import split_values
 
 from . import ray_probe
 
@@ -32,12 +32,12 @@ def probe() -> Iterator[Any]:
 
 
 def test_set_values_split_at_top_level_commas() -> None:
-    assert _split_values("k", "0.001,0.01") == ["0.001", "0.01"]
-    assert _split_values("k", "(64, 64),(32,32)") == ["(64, 64)", "(32,32)"]
-    assert _split_values("k", "'a,b', c") == ["'a,b'", "c"]
-    assert _split_values("k", "[1,[2,3]]") == ["[1,[2,3]]"]
+    assert split_values("0.001,0.01", "k") == ["0.001", "0.01"]
+    assert split_values("(64, 64),(32,32)", "k") == ["(64, 64)", "(32,32)"]
+    assert split_values("'a,b', c", "k") == ["'a,b'", "c"]
+    assert split_values("[1,[2,3]]", "k") == ["[1,[2,3]]"]
     with pytest.raises(ConfigError, match=r"--set k=1,,2 has an empty value"):
-        _split_values("k", "1,,2")
+        split_values("1,,2", "k")
 
 
 def test_a_grid_runs_every_combination_a_method_takes(tmp_path: Path, cli: Any) -> None:
