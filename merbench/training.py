@@ -912,8 +912,13 @@ class TorchClassifier(Model):
         return self
 
     def init_module(self, input_shape: tuple[int, ...]) -> Any:
-        """Build the module without training, for a full saved state to be loaded next."""
-        self.module_ = self.build(self.num_classes, input_shape).to(resolve_device(self.device))
+        """Build the module without training, for a full saved state to be loaded next. A
+        model whose ``build`` loads pretrained weights takes ``weights: bool = True`` and is
+        built here with ``weights=False``: the saved state replaces every weight, so the
+        pretrained file need not exist where a trained model is deployed."""
+        skip = {"weights": False} if "weights" in inspect.signature(self.build).parameters else {}
+        self.module_ = self.build(self.num_classes, input_shape, **skip).to(
+            resolve_device(self.device))
         return self.module_
 
     def load_weights(self, path: str | os.PathLike, input_shape: tuple[int, ...]) -> "TorchClassifier":

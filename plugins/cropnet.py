@@ -49,8 +49,7 @@ import numpy as np
 from merbench import MethodSpec, hookimpl
 from merbench.augment import rotate
 from merbench.errors import ConfigError
-from merbench.training import (TorchClassifier, load_pretrained, resolve_device,
-                               resolve_pretrained)
+from merbench.training import TorchClassifier, load_pretrained, resolve_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -288,15 +287,15 @@ class CropNet(TorchClassifier):
         return f"pretrained:{path}"
 
     def build(self, num_classes: int, input_shape: tuple[int, ...],
-              trunk_weights: bool = True) -> Any:
-        """The network; ``trunk_weights=False`` skips ``pretrained`` (a full saved state is
-        loaded next, see :meth:`init_module`)."""
+              weights: bool = True) -> Any:
+        """The network; ``weights=False`` skips ``pretrained`` (a full saved state is
+        loaded next, see :meth:`~merbench.training.TorchClassifier.init_module`)."""
         import torch
 
         self._check_shape(input_shape)
         boxes = crop_boxes(self.size, self.crop, self.alpha) if self.cgpo else []
         model = self._create_trunk()
-        self.init_ = self._load_trunk_weights(model) if trunk_weights else "saved-state"
+        self.init_ = self._load_trunk_weights(model) if weights else "saved-state"
         side = self.crop if self.cgpo else self.size
         model.eval()
         with torch.no_grad():
@@ -311,13 +310,6 @@ class CropNet(TorchClassifier):
                           self.cgpo, self.feature_dim, self.dropout, math.sqrt(self.pos_variance),
                           cfg.get("mean", (0.485, 0.456, 0.406)),
                           cfg.get("std", (0.229, 0.224, 0.225)))
-
-    def init_module(self, input_shape: tuple[int, ...]) -> Any:
-        """Build for ``set_state`` / ``load_weights``: the saved state replaces every weight, so
-        the ``pretrained`` file need not exist where a trained model is deployed."""
-        self.module_ = self.build(self.num_classes, input_shape, trunk_weights=False).to(
-            resolve_device(self.device))
-        return self.module_
 
     def augment(self, batch: Any) -> Any:
         """The seed's four augmentations, in its order, one random draw per sample (torch's

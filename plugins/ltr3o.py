@@ -50,7 +50,7 @@ import numpy as np
 from merbench import Clip, MethodSpec, Step, hookimpl
 from merbench.clips import check_size, resize_image, resolve_apex, to_grey, where
 from merbench.errors import ConfigError, DataError
-from merbench.training import TorchClassifier, resolve_device
+from merbench.training import TorchClassifier
 
 log = logging.getLogger(__name__)
 GREY_MEAN, GREY_STD = 0.449, 0.226  # ImageNet RGB means / stds averaged [ours]
@@ -276,7 +276,7 @@ class LTR3O(TorchClassifier):
         self.init_: str | None = None
 
     def build(self, num_classes: int, input_shape: tuple[int, ...],
-              encoder_weights: bool = True) -> Any:
+              weights: bool = True) -> Any:
         from merbench.backbones import init_pretrained, resnet18
 
         _check(self.channels_first, "channels_first must be True: inputs are (F + 2, H, W) stacks",
@@ -286,16 +286,10 @@ class LTR3O(TorchClassifier):
                "end the method with the three-o step")
         encoder = resnet18(num_classes=0)
         self.init_ = (init_pretrained(encoder, self.pretrained, "ltr3o encoder")
-                      if encoder_weights else "saved-state")
+                      if weights else "saved-state")
         return module_class()(encoder, num_classes, input_shape[0] - 2, self.candidates,
                               self.test_candidates, self.sampling, self.hidden,
                               self.temperature, self.magnify, self.magnify_sigma)
-
-    def init_module(self, input_shape: tuple[int, ...]) -> Any:
-        """Build for a saved state: the ``pretrained`` file need not exist where it is loaded."""
-        self.module_ = self.build(self.num_classes, input_shape, encoder_weights=False).to(
-            resolve_device(self.device))
-        return self.module_
 
     def augment(self, batch: Any) -> Any:
         """Random horizontal flips of whole stacks (torch's global generator) [ours]."""

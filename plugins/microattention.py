@@ -63,7 +63,7 @@ import numpy as np
 from merbench import MethodSpec, hookimpl
 from merbench.backbones import init_pretrained, resnet18
 from merbench.errors import ConfigError
-from merbench.training import TorchClassifier, resolve_device
+from merbench.training import TorchClassifier
 
 log = logging.getLogger(__name__)
 
@@ -290,13 +290,6 @@ class MicroAttentionResNet(TorchClassifier):
         log.info("micro-attention %s: %s; %d trainable, %d frozen parameters", self.backbone,
                  self.init_, counts["trainable"], counts["frozen"])
         return net
-
-    def init_module(self, input_shape: tuple[int, ...]) -> Any:
-        """Build for ``set_state`` / ``load_weights``: the saved state replaces every weight, so
-        the ``pretrained`` file need not exist where a trained model is deployed."""
-        self.module_ = self.build(self.num_classes, input_shape, weights=False).to(
-            resolve_device(self.device))
-        return self.module_
 
     def augment(self, batch: Any) -> Any:
         """Random crop (resize + crop), mirror, rotation; one draw per sample."""

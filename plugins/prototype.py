@@ -266,7 +266,7 @@ class PrototypeNet(TorchClassifier):
 
     # -- network -----------------------------------------------------------------------------
     def build(self, num_classes: int, input_shape: tuple[int, ...],
-              encoder_weights: bool = True) -> Any:
+              weights: bool = True) -> Any:
         from merbench.backbones import init_pretrained, resnet18
 
         if len(input_shape) != 3 or min(input_shape[1:]) < 16:
@@ -274,17 +274,9 @@ class PrototypeNet(TorchClassifier):
                               f"{tuple(input_shape)}", "end the method with an image step")
         encoder = resnet18(in_chans=input_shape[0], num_classes=0)
         self.init_ = (init_pretrained(encoder, self.pretrained, "prototype-net encoder")
-                      if encoder_weights else "saved-state")
+                      if weights else "saved-state")
         return module_class()(encoder, input_shape[0], input_shape[1:], num_classes, self.mode,
                               self.n_prototypes)
-
-    def init_module(self, input_shape: tuple[int, ...]) -> Any:
-        """Build for a saved state (every weight replaced: no pretrained file needed)."""
-        from merbench.training import resolve_device
-
-        self.module_ = self.build(self.num_classes, input_shape, encoder_weights=False).to(
-            resolve_device(self.device))
-        return self.module_
 
     def logits(self, output: Any) -> Any:
         return output.logits
