@@ -238,13 +238,7 @@ def map_driver_first(executor: "Executor", fn: Callable[..., Any],
             for j, result in executor.map(fn, tasks[i:], errors):
                 yield i + j, result
             return
-        try:
-            result = _call(fn, task)
-        except Exception as exc:
-            if not errors:
-                raise
-            result = TaskFailure(exc)
-        yield i, result
+        yield i, _attempt(fn, task, errors)
 
 
 # -- executors --------------------------------------------------------------------------------
@@ -273,13 +267,7 @@ class Executor:
         """``(index, fn(*task))`` as tasks finish; the first failure is raised, or with
         ``errors`` yielded as a :class:`TaskFailure` while the other tasks go on."""
         for index, task in enumerate(tasks):
-            try:
-                result = fn(*task)
-            except Exception as exc:
-                if not errors:
-                    raise
-                result = TaskFailure(exc)
-            yield index, result
+            yield index, _attempt(fn, task, errors)
 
     def close(self) -> None:
         """Release workers and temporary files (an executor may serve several runs)."""
@@ -340,6 +328,17 @@ def _resolve(arg: Any) -> Any:
 
 def _call(fn: Callable[..., Any], task: tuple[Any, ...]) -> Any:
     return fn(*(_resolve(a) for a in task))
+
+
+def _attempt(fn: Callable[..., Any], task: tuple[Any, ...], errors: bool) -> Any:
+    """``fn(*task)`` here; with ``errors`` a failure is returned as a :class:`TaskFailure`
+    instead of raised (see :meth:`Executor.map`)."""
+    try:
+        return _call(fn, task)
+    except Exception as exc:
+        if not errors:
+            raise
+        return TaskFailure(exc)
 
 
 def _worker_init(runtime_plugins: Mapping[str, str], workers: int) -> None:
