@@ -52,6 +52,11 @@ def _executor_options(fn: Any) -> Any:
     return fn
 
 
+#: --workers of the commands that run folds besides `run` (whose help explains it)
+_workers_option = click.option("--workers", default="auto", show_default=True, metavar="auto|N",
+                               help="Fold workers (see `merbench run --help`).")
+
+
 @contextlib.contextmanager
 def _executor_from(workers: int | str, device: str, opts: dict[str, Any]) -> Iterator[Any]:
     """The executor the options ask for (None: the runner's own local one), closed after."""
@@ -420,8 +425,7 @@ def leaderboard(protocol: str | None, fmt: str, output: str | None, no_published
 @cli.command()
 @click.option("-o", "--output", default=None, type=click.Path(), help="Write the tables to DIR.")
 @click.option("--store", default=None, help="Results store (default merbench-results/demo.sqlite).")
-@click.option("--workers", default="auto", show_default=True, metavar="auto|N",
-              help="Fold workers (see `merbench run --help`).")
+@_workers_option
 def demo(output: str | None, store: str | None, workers: str) -> None:
     """Synthetic LOSO for the built-in methods that are fast enough, then the leaderboard."""
     from .demo import run_demo
@@ -745,8 +749,7 @@ def compare(a: str, b: str, protocol: str, as_json: bool, store: str | None, n_b
 @click.option("--data-root", "data_root", multiple=True, metavar="NAME=DIR")
 @click.option("--data-param", "data_param", multiple=True, metavar="NAME.KEY=VALUE")
 @click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]))
-@click.option("--workers", default="auto", show_default=True, metavar="auto|N",
-              help="Fold workers (see `merbench run --help`).")
+@_workers_option
 @click.option("--store", default=None)
 @click.option("--cache-dir", default=None)
 @click.option("-o", "--output", default="merbench-results/sweeps", show_default=True,
@@ -862,8 +865,7 @@ def _grid_table(results: list[Any], settings: list[dict[str, str]]) -> str:
 @click.option("--data-param", "data_param", multiple=True, metavar="NAME.KEY=VALUE",
               help="A dataset parameter, e.g. synthetic.subjects=6.")
 @click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]))
-@click.option("--workers", default="auto", show_default=True, metavar="auto|N",
-              help="Fold workers (see `merbench run --help`).")
+@_workers_option
 @click.option("--store", default=None, help="Results store (default merbench-results/results.sqlite).")
 @click.option("--cache-dir", default=None, help="Preprocessing cache (default ~/.cache/merbench).")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the preprocessing cache.")
