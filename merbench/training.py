@@ -527,11 +527,12 @@ class TorchClassifier(Model):
     def _prepare(self, xb: Any, device: Any) -> Any:
         import torch
 
-        xb = xb.to(device, non_blocking=True).float()
+        last = xb.ndim == 4 and (device.type == "cuda" or getattr(self, "channels_last_", False))
+        # one copy: the float conversion writes the memory format the module takes
+        xb = xb.to(device, non_blocking=True).to(
+            torch.float32, memory_format=torch.channels_last if last else torch.preserve_format)
         if self.input_scale != 1:
             xb = xb * self.input_scale
-        if xb.ndim == 4 and (device.type == "cuda" or getattr(self, "channels_last_", False)):
-            xb = xb.contiguous(memory_format=torch.channels_last)
         return xb
 
     def _epoch_order(self, y: Any, shuffle: bool, gen: Any) -> Any:
